@@ -1,0 +1,39 @@
+//! # gfla-ops
+//!
+//! The building blocks of GFLA (Ren et al., CVPR 2020, "Deep Image Spatial Transformation for
+//! Person Image Generation") as Burn tensor operations: they run on every Burn backend (CPU,
+//! wgpu, CUDA) and under autodiff, where the official code needs three CUDA-only extensions.
+//!
+//! | official op | here |
+//! |---|---|
+//! | `BlockExtractor` | [`extract_blocks`] |
+//! | `LocalAttnReshape` | [`local_attn_reshape`] |
+//! | `ExtractorAttn` pooling (`AvgPool_k(R_k(A) * E)`) | [`attend_blocks`], [`local_attention`] |
+//! | mask blending in `PoseTargetNet` | [`blend`] |
+//! | `Resample2d` (Gaussian, K=4, sigma=2) | [`resample_gaussian`] |
+//! | `grid_sample` warping | [`warp_bilinear`] |
+//! | `AffineRegularizationLoss` | [`affine_regularization`] |
+//! | `PerceptualCorrectness` | [`sampling_correctness`] |
+//! | `VGGLoss` content / style | [`content_loss`], [`style_loss`] |
+//!
+//! Conventions: NCHW; a flow has channel 0 = x (column, right), channel 1 = y (row, down), in
+//! pixels of its own grid, and warps backwards (the value at `p` is read at `p + flow(p)`).
+//! Bad shapes panic with a message naming them, as Burn's own ops do.
+
+mod affine;
+mod attention;
+mod block;
+mod flow;
+mod loss;
+mod sample;
+mod warp;
+
+pub use affine::{affine_regularization, residual_projector};
+pub use attention::{attend_blocks, blend, local_attention, local_attn_reshape};
+pub use block::{extract_blocks, extract_blocks_identity};
+pub use flow::{flow_to_color, heatmap, resize_flow};
+pub use loss::{
+    best_similarity, content_loss, gram, l1, sampling_correctness, style_loss, style_term,
+};
+pub use sample::{Padding, bilinear_sample};
+pub use warp::{resample_gaussian, warp_bilinear};

@@ -1,0 +1,96 @@
+//! Whole-map warping of a feature map by a flow field.
+
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::sample::{Padding, bilinear_sample};
+
+/// Absolute sampling positions `grid + flow` of a `[B, 2, h, w]` flow, as `[B, h*w]` x and y.
+fn positions(flow: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+    let [b, c, h, w] = flow.dims();
+    assert_eq!(
+        c,
+        2,
+        "flow must have 2 channels (x, y), got shape {:?}",
+        flow.dims()
+    );
+    let device = flow.device();
+    let dtype = flow.dtype();
+    let gx: Vec<f32> = (0..h * w).map(|i| (i % w) as f32).collect();
+    let gy: Vec<f32> = (0..h * w).map(|i| (i / w) as f32).collect();
+    let gx = Tensor::<2>::from_data(TensorData::new(gx, [1, h * w]), (&device, dtype));
+    let gy = Tensor::<2>::from_data(TensorData::new(gy, [1, h * w]), (&device, dtype));
+    let flow = flow.reshape([b, 2, h * w]);
+    let fx = flow.clone().slice_dim(1, 0..1).reshape([b, h * w]);
+    let fy = flow.slice_dim(1, 1..2).reshape([b, h * w]);
+    (gx + fx, gy + fy)
+}
+
+fn check_pair(name: &str, source: &Tensor<4>, flow: &Tensor<4>) {
+    let [b, ..] = source.dims();
+    let [bf, cf, ..] = flow.dims();
+    assert!(
+        b == bf && cf == 2,
+        "{name}: source {:?} and flow {:?} must share the batch size and the flow needs 2 channels",
+        source.dims(),
+        flow.dims()
+    );
+}
+
+/// Backward-warps `source` (`[B, C, H, W]`) by `flow` (`[B, 2, h, w]`, pixels of the source
+/// grid): `out[b, :, y, x] = source[b, :, y + flow_y, x + flow_x]`, bilinear, align-corners
+/// geometry. The output has the flow's size. [`Padding::Border`] is the block extractor's rule
+/// with `k = 1` (the paper's bilinear-sampling ablation); [`Padding::Zeros`] is the official
+/// stage-1 visualisation.
+pub fn warp_bilinear(source: Tensor<4>, flow: Tensor<4>, padding: Padding) -> Tensor<4> {
+    check_pair("warp_bilinear", &source, &flow);
+    let [b, c, ..] = source.dims();
+    let [_, _, h, w] = flow.dims();
+    let (sx, sy) = positions(flow);
+    bilinear_sample(source, sx, sy, padding).reshape([b, c, h, w])
+}
+
+/// The official `Resample2d` with window 4, dilation 1 and sigma 2, used by the
+/// sampling-correctness loss: a Gaussian-weighted, normalised average of the 4 x 4 neighbourhood
+/// `floor(p) - 1 ..= floor(p) + 2` of every sample point `p = grid + flow`, neighbours clamped to
+/// the map. The gradient with respect to `flow` is the exact derivative (floor and clamp are
+/// constants), as the official CUDA kernel's.
+pub fn resample_gaussian(source: Tensor<4>, flow: Tensor<4>) -> Tensor<4> {
+    check_pair("resample_gaussian", &source, &flow);
+    let [b, c, hs, ws] = source.dims();
+    let [_, _, h, w] = flow.dims();
+    let n = h * w;
+    let (sx, sy) = positions(flow);
+    let x0 = sx.clone().detach().floor();
+    let y0 = sy.clone().detach().floor();
+    let alpha = sx - x0.clone();
+    let beta = sy - y0.clone();
+    // Tap t in 0..4 sits at floor + t - 1, at distance |alpha - (t - 1)| from the point.
+    let gauss = |d: Tensor<2>| (d.square() * (-1.0 / 8.0)).exp();
+    let wx: Vec<Tensor<2>> = (0..4)
+        .map(|t| gauss(alpha.clone() - (t as f64 - 1.0)))
+        .collect();
+    let wy: Vec<Tensor<2>> = (0..4)
+        .map(|t| gauss(beta.clone() - (t as f64 - 1.0)))
+        .collect();
+    let flat = source.reshape([b, c, hs * ws]);
+    let mut num: Option<Tensor<3>> = None;
+    for (j, wyj) in wy.iter().enumerate() {
+        let yi = (y0.clone() + (j as f64 - 1.0)).clamp(0.0, (hs - 1) as f64);
+        for (i, wxi) in wx.iter().enumerate() {
+            let xi = (x0.clone() + (i as f64 - 1.0)).clamp(0.0, (ws - 1) as f64);
+            let index: Tensor<2, Int> = (yi.clone() * (ws as f64) + xi).int();
+            let v = flat
+                .clone()
+                .gather(2, index.unsqueeze_dim::<3>(1).expand([b, c, n]));
+            let term = v * (wxi.clone() * wyj.clone()).unsqueeze_dim(1);
+            num = Some(match num {
+                Some(acc) => acc + term,
+                None => term,
+            });
+        }
+    }
+    let sum_x = wx.into_iter().reduce(|a, b| a + b).expect("4 taps");
+    let sum_y = wy.into_iter().reduce(|a, b| a + b).expect("4 taps");
+    let den = (sum_x * sum_y).unsqueeze_dim(1);
+    (num.expect("16 taps") / den).reshape([b, c, h, w])
+}
