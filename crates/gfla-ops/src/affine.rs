@@ -92,3 +92,58 @@ pub fn affine_regularization(flow: Tensor<4>, k: usize) -> Tensor<1> {
     // mean_x + mean_y over (batch, windows) = 2 * mean over (batch, component, windows).
     residual.square().sum_dim(1).mean() * 2.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    #[test]
+    fn projector_annihilates_affine_windows_and_keeps_the_rest() {
+        for k in [2usize, 3, 5] {
+            let q = residual_projector(k);
+            let n = k * k;
+            let apply = |g: &[f64]| -> Vec<f64> {
+                (0..n).map(|a| (0..n).map(|b| q[a * n + b] * g[b]).sum()).collect()
+            };
+            let affine: Vec<f64> = (0..n).map(|i| 0.3 * (i / k) as f64 - 2.0 * (i % k) as f64 + 7.0).collect();
+            assert!(apply(&affine).iter().all(|v| v.abs() < 1e-12));
+            // A bump at the centre is not affine: its residual is the bump minus the best plane.
+            let mut bump = vec![0.0; n];
+            bump[n / 2] = 1.0;
+            let r = apply(&bump);
+            assert!((r[n / 2] - (1.0 - 1.0 / n as f64 - centre_leverage(k))).abs() < 1e-12);
+        }
+    }
+
+    /// Leverage of the centre point in the row/column part of the fit (hand-derived).
+    fn centre_leverage(k: usize) -> f64 {
+        let c = (k as f64 - 1.0) / 2.0;
+        let var: f64 = (0..k).map(|i| (i as f64 - c).powi(2)).sum::<f64>() * k as f64;
+        let d = ((k / 2) as f64 - c).powi(2);
+        2.0 * d / var
+    }
+
+    #[test]
+    fn affine_flow_costs_nothing_and_a_bump_costs_its_residual() {
+        let device = Device::flex();
+        let (h, w) = (6, 5);
+        let mut v = vec![0.0f32; 2 * h * w];
+        for y in 0..h {
+            for x in 0..w {
+                v[y * w + x] = 0.5 * x as f32 - 0.25 * y as f32 + 1.0;
+                v[h * w + y * w + x] = -0.1 * x as f32 + 2.0;
+            }
+        }
+        let affine = Tensor::<4>::from_data(TensorData::new(v, [1, 2, h, w]), &device);
+        assert!(affine_regularization(affine, 3).into_scalar::<f32>().abs() < 1e-9);
+
+        // One unit bump in x inside a 3 x 3 map: one window, cost = residual at the centre.
+        let mut v = vec![0.0f32; 2 * 9];
+        v[4] = 1.0;
+        let bump = Tensor::<4>::from_data(TensorData::new(v, [1, 2, 3, 3]), &device);
+        // |(I - P) e|^2 = e^T (I - P) e = 1 - 1/9 (the centre has zero row/column leverage).
+        let got = affine_regularization(bump, 3).into_scalar::<f32>();
+        assert!((got - 8.0 / 9.0).abs() < 1e-6, "got {got}");
+    }
+}

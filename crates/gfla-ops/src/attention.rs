@@ -80,3 +80,63 @@ pub fn blend(target: Tensor<4>, attended: Tensor<4>, mask: Tensor<4>) -> Tensor<
     );
     target * (mask.clone().neg() + 1.0) + attended * mask
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    #[test]
+    fn uniform_weights_give_the_tile_mean_over_k_squared() {
+        let device = Device::flex();
+        let k = 3;
+        let source = Tensor::<4>::from_data(
+            TensorData::new((0..12).map(|i| i as f32).collect::<Vec<_>>(), [1, 1, 3, 4]),
+            &device,
+        );
+        let flow = Tensor::<4>::zeros([1, 2, 3, 4], &device);
+        let weights = Tensor::<4>::ones([1, 9, 3, 4], &device) / 9.0;
+        let out: Vec<f32> = local_attention(source, flow, weights, k).try_into_vec_as().unwrap();
+        // Centre cell (1, 1): the 3 x 3 mean is 5; the official op divides once more by k^2.
+        assert!((out[5] - 5.0 / 9.0).abs() < 1e-6, "got {}", out[5]);
+    }
+
+    #[test]
+    fn one_hot_weights_select_one_offset() {
+        let device = Device::flex();
+        let source = Tensor::<4>::from_data(
+            TensorData::new((0..12).map(|i| i as f32).collect::<Vec<_>>(), [1, 1, 3, 4]),
+            &device,
+        );
+        let flow = Tensor::<4>::zeros([1, 2, 3, 4], &device);
+        // All weight on channel u*k + v = 5: offset (0, +1), the right neighbour.
+        let mut w = vec![0.0f32; 9 * 12];
+        w[5 * 12..6 * 12].fill(1.0);
+        let weights = Tensor::<4>::from_data(TensorData::new(w, [1, 9, 3, 4]), &device);
+        let out: Vec<f32> = local_attention(source, flow, weights, 3).try_into_vec_as().unwrap();
+        let expect: Vec<f32> = [1., 2., 3., 3., 5., 6., 7., 7., 9., 10., 11., 11.]
+            .iter()
+            .map(|v| v / 9.0)
+            .collect();
+        for (g, e) in out.iter().zip(&expect) {
+            assert!((g - e).abs() < 1e-6, "{out:?} vs {expect:?}");
+        }
+    }
+
+    #[test]
+    fn blend_follows_the_mask() {
+        let device = Device::flex();
+        let t = Tensor::<4>::ones([1, 2, 1, 2], &device);
+        let a = Tensor::<4>::ones([1, 2, 1, 2], &device) * 3.0;
+        let m = Tensor::<4>::from_data(TensorData::new(vec![0.0f32, 0.25], [1, 1, 1, 2]), &device);
+        let out: Vec<f32> = blend(t, a, m).try_into_vec_as().unwrap();
+        assert_eq!(out, vec![1.0, 1.5, 1.0, 1.5]);
+    }
+
+    #[test]
+    #[should_panic(expected = "expected 25 = k*k channels for k = 5")]
+    fn reshape_rejects_wrong_weight_count() {
+        let device = Device::flex();
+        local_attn_reshape(Tensor::<4>::zeros([1, 9, 2, 2], &device), 5);
+    }
+}

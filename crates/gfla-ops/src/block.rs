@@ -87,3 +87,72 @@ pub fn extract_blocks_identity(x: Tensor<4>, k: usize) -> Tensor<4> {
     let flow = Tensor::zeros([b, 2, h, w], (&x.device(), x.dtype()));
     extract_blocks(x, flow, k)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    fn ramp(shape: [usize; 4], device: &Device) -> Tensor<4> {
+        let n: usize = shape.iter().product();
+        Tensor::from_data(
+            TensorData::new((0..n).map(|i| i as f32).collect::<Vec<_>>(), shape),
+            device,
+        )
+    }
+
+    #[test]
+    fn zero_flow_is_unfold_with_replicate_padding() {
+        let device = Device::flex();
+        // 1 x 1 x 3 x 4 map with values 0..12; tile of cell (0, 0) with k = 3.
+        let x = ramp([1, 1, 3, 4], &device);
+        let out: Vec<f32> = extract_blocks_identity(x, 3).try_into_vec_as().unwrap();
+        let tile = |yf: usize, xf: usize| -> Vec<f32> {
+            (0..3)
+                .flat_map(|u| (0..3).map(move |v| (u, v)))
+                .map(|(u, v)| out[(yf * 3 + u) * 12 + xf * 3 + v])
+                .collect()
+        };
+        // Row -1 and column -1 replicate row 0 and column 0.
+        assert_eq!(tile(0, 0), vec![0., 0., 1., 0., 0., 1., 4., 4., 5.]);
+        assert_eq!(tile(1, 2), vec![1., 2., 3., 5., 6., 7., 9., 10., 11.]);
+        assert_eq!(tile(2, 3), vec![6., 7., 7., 10., 11., 11., 10., 11., 11.]);
+    }
+
+    #[test]
+    fn half_pixel_flow_averages_neighbours() {
+        let device = Device::flex();
+        let x = ramp([1, 1, 3, 4], &device);
+        let flow = Tensor::<4>::from_data(
+            TensorData::new(vec![0.5f32; 12].into_iter().chain(vec![0.0; 12]).collect::<Vec<_>>(), [1, 2, 3, 4]),
+            &device,
+        );
+        let out: Vec<f32> = extract_blocks(x, flow, 1).try_into_vec_as().unwrap();
+        // Half a pixel to the right: mean of a pixel and its right neighbour, clamped at the edge.
+        assert_eq!(out, vec![0.5, 1.5, 2.5, 3., 4.5, 5.5, 6.5, 7., 8.5, 9.5, 10.5, 11.]);
+    }
+
+    #[test]
+    fn even_k_window_is_shifted_up_left() {
+        let device = Device::flex();
+        let x = ramp([1, 1, 3, 4], &device);
+        let out: Vec<f32> = extract_blocks_identity(x, 2).try_into_vec_as().unwrap();
+        // Cell (1, 1) with k = 2 reads rows 0..=1 and columns 0..=1 (offsets -1 and 0).
+        let w = 8;
+        assert_eq!([out[2 * w + 2], out[2 * w + 3], out[3 * w + 2], out[3 * w + 3]], [0., 1., 4., 5.]);
+    }
+
+    #[test]
+    #[should_panic(expected = "flow must have 2 channels")]
+    fn rejects_a_three_channel_flow() {
+        let device = Device::flex();
+        extract_blocks(ramp([1, 1, 3, 4], &device), ramp([1, 3, 3, 4], &device), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "differ in batch size")]
+    fn rejects_mismatched_batches() {
+        let device = Device::flex();
+        extract_blocks(ramp([2, 1, 3, 4], &device), ramp([1, 2, 3, 4], &device), 3);
+    }
+}

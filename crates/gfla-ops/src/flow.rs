@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, TensorData};
 /// and rescales the displacements to the new grid (x by `width / w`, y by `height / h`), so the
 /// resized flow points at the same image content.
 pub fn resize_flow(flow: Tensor<4>, height: usize, width: usize) -> Tensor<4> {
-    let [b, c, h, w] = flow.dims();
+    let [_, c, h, w] = flow.dims();
     assert_eq!(
         c,
         2,
@@ -39,7 +39,6 @@ pub fn resize_flow(flow: Tensor<4>, height: usize, width: usize) -> Tensor<4> {
         ),
         (&resized.device(), resized.dtype()),
     );
-    let _ = b;
     resized * scale
 }
 
@@ -148,4 +147,43 @@ pub fn heatmap(x: Tensor<4>) -> Tensor<4> {
         }
     }
     Tensor::from_data(TensorData::new(out, [b, 3, h, w]), &device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    #[test]
+    fn resizing_scales_displacements_to_the_new_grid() {
+        let device = Device::flex();
+        let v: Vec<f32> = std::iter::repeat_n(1.0, 8).chain(std::iter::repeat_n(-2.0, 8)).collect();
+        let flow = Tensor::<4>::from_data(TensorData::new(v, [1, 2, 2, 4]), &device);
+        let out: Vec<f32> = resize_flow(flow, 8, 8).try_into_vec_as().unwrap();
+        // 4 -> 8 columns doubles x; 2 -> 8 rows multiplies y by 4.
+        assert!(out[..64].iter().all(|v| (v - 2.0).abs() < 1e-6));
+        assert!(out[64..].iter().all(|v| (v + 8.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn flow_colours_follow_the_middlebury_wheel() {
+        let device = Device::flex();
+        // Cell 0 points right at full length, cell 1 is still.
+        let flow = Tensor::<4>::from_data(TensorData::new(vec![3.0f32, 0.0, 0.0, 0.0], [1, 2, 1, 2]), &device);
+        let c: Vec<f32> = flow_to_color(flow).try_into_vec_as().unwrap();
+        // Right: between wheel entries 13 and 14 of the red-yellow ramp.
+        let g = 0.5 * (221.0 + 238.0) / 255.0;
+        assert!((c[0] - 1.0).abs() < 1e-4 && (c[2] - g).abs() < 1e-4 && c[4].abs() < 1e-4, "{c:?}");
+        // Zero flow is white.
+        assert_eq!([c[1], c[3], c[5]], [1.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn heatmap_spans_blue_to_red() {
+        let device = Device::flex();
+        let x = Tensor::<4>::from_data(TensorData::new(vec![0.0f32, 1.0], [1, 1, 1, 2]), &device);
+        let c: Vec<f32> = heatmap(x).try_into_vec_as().unwrap();
+        // [R0, R1, G0, G1, B0, B1]: minimum is dark blue, maximum dark red.
+        assert_eq!(c, vec![0.0, 0.5, 0.0, 0.0, 0.5, 0.0]);
+    }
 }

@@ -94,3 +94,56 @@ pub fn resample_gaussian(source: Tensor<4>, flow: Tensor<4>) -> Tensor<4> {
     let den = (sum_x * sum_y).unsqueeze_dim(1);
     (num.expect("16 taps") / den).reshape([b, c, h, w])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    fn map(device: &Device) -> Tensor<4> {
+        Tensor::from_data(
+            TensorData::new((0..12).map(|i| i as f32).collect::<Vec<_>>(), [1, 1, 3, 4]),
+            device,
+        )
+    }
+
+    fn constant_flow(fx: f32, fy: f32, device: &Device) -> Tensor<4> {
+        let v: Vec<f32> = std::iter::repeat_n(fx, 12).chain(std::iter::repeat_n(fy, 12)).collect();
+        Tensor::from_data(TensorData::new(v, [1, 2, 3, 4]), device)
+    }
+
+    #[test]
+    fn integer_flow_shifts_with_border_or_zeros() {
+        let device = Device::flex();
+        let border: Vec<f32> = warp_bilinear(map(&device), constant_flow(1.0, 1.0, &device), Padding::Border)
+            .try_into_vec_as()
+            .unwrap();
+        assert_eq!(border, vec![5., 6., 7., 7., 9., 10., 11., 11., 9., 10., 11., 11.]);
+        let zeros: Vec<f32> = warp_bilinear(map(&device), constant_flow(1.0, 1.0, &device), Padding::Zeros)
+            .try_into_vec_as()
+            .unwrap();
+        assert_eq!(zeros, vec![5., 6., 7., 0., 9., 10., 11., 0., 0., 0., 0., 0.]);
+    }
+
+    #[test]
+    fn gaussian_resampler_keeps_constants_and_weights_a_delta() {
+        let device = Device::flex();
+        let ones = Tensor::<4>::ones([1, 2, 3, 4], &device) * 2.5;
+        let out: Vec<f32> = resample_gaussian(ones, constant_flow(0.3, -0.7, &device))
+            .try_into_vec_as()
+            .unwrap();
+        assert!(out.iter().all(|v| (v - 2.5).abs() < 1e-6));
+
+        // A delta at (1, 1) seen from (1, 1) with zero flow (inside, no clamping in a 5 x 5 map):
+        // weight g(0)^2 over (sum of g(-1), g(0), g(1), g(2))^2, g(t) = exp(-t^2 / 8).
+        let mut v = vec![0.0f32; 25];
+        v[6] = 1.0;
+        let delta = Tensor::<4>::from_data(TensorData::new(v, [1, 1, 5, 5]), &device);
+        let out: Vec<f32> = resample_gaussian(delta, Tensor::zeros([1, 2, 5, 5], &device))
+            .try_into_vec_as()
+            .unwrap();
+        let g = |t: f64| (-t * t / 8.0).exp();
+        let s = g(1.0) + g(0.0) + g(1.0) + g(2.0);
+        assert!((out[6] as f64 - 1.0 / (s * s)).abs() < 1e-6, "got {}", out[6]);
+    }
+}

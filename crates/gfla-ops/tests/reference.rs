@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::{leaky_relu, softmax};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use common::{Vectors, assert_close, autodiff, cpu, values};
+use common::{Vectors, assert_close, autodiff, on_cpu, values};
 use gfla_ops::*;
 
 #[test]
@@ -398,5 +398,4 @@ fn vgg_content_and_style_losses_match_official() {
             1e-6,
         );
     }
-    let _ = cpu();
 }

@@ -101,10 +101,21 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64)
     );
 }
 
-pub fn cpu() -> Device {
-    Device::flex()
+/// The device the op tests run on: flex (CPU) unless `GFLA_TEST_DEVICE=wgpu` in a build with
+/// the `wgpu` feature (CI runs the reference tests on lavapipe that way).
+pub fn device() -> Device {
+    match std::env::var("GFLA_TEST_DEVICE").as_deref() {
+        Ok("flex") | Err(_) => Device::flex(),
+        #[cfg(feature = "wgpu")]
+        Ok("wgpu") => Device::wgpu(Default::default()),
+        Ok(other) => panic!("GFLA_TEST_DEVICE={other} is not available in this build"),
+    }
+}
+
+pub fn on_cpu() -> bool {
+    !matches!(std::env::var("GFLA_TEST_DEVICE").as_deref(), Ok(d) if d != "flex")
 }
 
 pub fn autodiff() -> Device {
-    Device::flex().autodiff()
+    device().autodiff()
 }
