@@ -2,7 +2,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use crate::sample::{Padding, bilinear_sample};
+use crate::sample::{Padding, PixelRows, bilinear_sample};
 
 /// Per output pixel of a `k x k`-tiled map of `h x w` cells: the in-tile offset minus `k / 2`
 /// (x and y) and the cell's grid coordinate (x and y), in the kernel's float order.
@@ -82,10 +82,25 @@ pub fn extract_blocks(source: Tensor<4>, flow: Tensor<4>, k: usize) -> Tensor<4>
 
 /// Extracts the plain `k x k` neighbourhoods (zero flow) of `x`, with replicate padding:
 /// `[B, C, k*H, k*W]`. The target side of the local attention.
+///
+/// Equal to [`extract_blocks`] with a zero flow, but the positions are integers, so it reads one
+/// pixel per sample instead of four.
 pub fn extract_blocks_identity(x: Tensor<4>, k: usize) -> Tensor<4> {
-    let [b, _, h, w] = x.dims();
-    let flow = Tensor::zeros([b, 2, h, w], (&x.device(), x.dtype()));
-    extract_blocks(x, flow, k)
+    assert!(k > 0, "extract_blocks_identity: kernel size must be positive, got {k}");
+    let [b, c, h, w] = x.dims();
+    let (hh, ww) = (h * k, w * k);
+    let device = x.device();
+    let [off_x, off_y, grid_x, grid_y] = tile_geometry(h, w, k);
+    let pos = |off: Vec<f32>, grid: Vec<f32>| {
+        let v: Vec<f32> = off.iter().zip(&grid).map(|(o, g)| o + g).collect();
+        Tensor::<2>::from_data(TensorData::new(v, [1, hh * ww]), (&device, x.dtype()))
+            .expand([b, hh * ww])
+    };
+    let (sx, sy) = (pos(off_x, grid_x), pos(off_y, grid_y));
+    PixelRows::new(x)
+        .at(sx, sy)
+        .swap_dims(1, 2)
+        .reshape([b, c, hh, ww])
 }
 
 #[cfg(test)]
@@ -140,6 +155,19 @@ mod tests {
         // Cell (1, 1) with k = 2 reads rows 0..=1 and columns 0..=1 (offsets -1 and 0).
         let w = 8;
         assert_eq!([out[2 * w + 2], out[2 * w + 3], out[3 * w + 2], out[3 * w + 3]], [0., 1., 4., 5.]);
+    }
+
+    #[test]
+    fn identity_fast_path_equals_zero_flow_extraction() {
+        let device = Device::flex();
+        let x = ramp([2, 3, 5, 4], &device);
+        for k in [2usize, 3, 5] {
+            let fast: Vec<f32> = extract_blocks_identity(x.clone(), k).try_into_vec_as().unwrap();
+            let slow: Vec<f32> = extract_blocks(x.clone(), Tensor::zeros([2, 2, 5, 4], &device), k)
+                .try_into_vec_as()
+                .unwrap();
+            assert_eq!(fast, slow, "k = {k}");
+        }
     }
 
     #[test]

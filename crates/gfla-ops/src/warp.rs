@@ -1,8 +1,8 @@
 //! Whole-map warping of a feature map by a flow field.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
-use crate::sample::{Padding, bilinear_sample};
+use crate::sample::{Padding, PixelRows, bilinear_sample};
 
 /// Absolute sampling positions `grid + flow` of a `[B, 2, h, w]` flow, as `[B, h*w]` x and y.
 fn positions(flow: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
@@ -56,9 +56,8 @@ pub fn warp_bilinear(source: Tensor<4>, flow: Tensor<4>, padding: Padding) -> Te
 /// constants), as the official CUDA kernel's.
 pub fn resample_gaussian(source: Tensor<4>, flow: Tensor<4>) -> Tensor<4> {
     check_pair("resample_gaussian", &source, &flow);
-    let [b, c, hs, ws] = source.dims();
+    let [b, c, ..] = source.dims();
     let [_, _, h, w] = flow.dims();
-    let n = h * w;
     let (sx, sy) = positions(flow);
     let x0 = sx.clone().detach().floor();
     let y0 = sy.clone().detach().floor();
@@ -72,17 +71,13 @@ pub fn resample_gaussian(source: Tensor<4>, flow: Tensor<4>) -> Tensor<4> {
     let wy: Vec<Tensor<2>> = (0..4)
         .map(|t| gauss(beta.clone() - (t as f64 - 1.0)))
         .collect();
-    let flat = source.reshape([b, c, hs * ws]);
+    let pixels = PixelRows::new(source);
     let mut num: Option<Tensor<3>> = None;
     for (j, wyj) in wy.iter().enumerate() {
-        let yi = (y0.clone() + (j as f64 - 1.0)).clamp(0.0, (hs - 1) as f64);
+        let yi = y0.clone() + (j as f64 - 1.0);
         for (i, wxi) in wx.iter().enumerate() {
-            let xi = (x0.clone() + (i as f64 - 1.0)).clamp(0.0, (ws - 1) as f64);
-            let index: Tensor<2, Int> = (yi.clone() * (ws as f64) + xi).int();
-            let v = flat
-                .clone()
-                .gather(2, index.unsqueeze_dim::<3>(1).expand([b, c, n]));
-            let term = v * (wxi.clone() * wyj.clone()).unsqueeze_dim(1);
+            let xi = x0.clone() + (i as f64 - 1.0);
+            let term = pixels.at(xi, yi.clone()) * (wxi.clone() * wyj.clone()).unsqueeze_dim(2);
             num = Some(match num {
                 Some(acc) => acc + term,
                 None => term,
@@ -91,8 +86,8 @@ pub fn resample_gaussian(source: Tensor<4>, flow: Tensor<4>) -> Tensor<4> {
     }
     let sum_x = wx.into_iter().reduce(|a, b| a + b).expect("4 taps");
     let sum_y = wy.into_iter().reduce(|a, b| a + b).expect("4 taps");
-    let den = (sum_x * sum_y).unsqueeze_dim(1);
-    (num.expect("16 taps") / den).reshape([b, c, h, w])
+    let den = (sum_x * sum_y).unsqueeze_dim(2);
+    (num.expect("16 taps") / den).swap_dims(1, 2).reshape([b, c, h, w])
 }
 
 #[cfg(test)]

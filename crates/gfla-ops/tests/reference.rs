@@ -30,12 +30,14 @@ fn block_extractor_matches_official_forward_and_backward() {
             1e-6,
             0.0,
         );
-        // The kernel-order arithmetic reproduces the float32 reference bit for bit.
-        assert_eq!(
-            values(out.clone()),
-            v.values(&(p.clone() + "output")),
-            "k{k} not bit-exact"
-        );
+        if on_cpu() {
+            // The kernel-order arithmetic reproduces the float32 reference bit for bit.
+            assert_eq!(
+                values(out.clone()),
+                v.values(&(p.clone() + "output")),
+                "k{k} not bit-exact"
+            );
+        }
         let grads = (out * r).sum().backward();
         assert_close(
             &format!("k{k} grad_source"),
