@@ -1,0 +1,59 @@
+//! The local attention block (official `ExtractorAttn`) with its kernel-prediction network.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+use gfla_ops::{attend_blocks, extract_blocks, extract_blocks_identity};
+
+use crate::blocks::{conv, lrelu};
+
+/// Hidden width of the kernel-prediction network (fixed in the official code).
+const HIDDEN: usize = 128;
+
+/// Local attention: for every target location, a `k x k` source neighbourhood sampled at the
+/// flow is mixed with softmax weights predicted from the target and source neighbourhoods.
+#[derive(Module, Debug)]
+pub struct LocalAttention {
+    /// `k x k` convolution with stride `k` over the concatenated (target, source) tiles:
+    /// a fully connected layer over one neighbourhood (`fully_connect_layer.0`).
+    pub fuse: Conv2d,
+    /// `1 x 1` convolution to the `k^2` attention logits (`fully_connect_layer.2`).
+    pub logits: Conv2d,
+    pub kernel_size: usize,
+}
+
+/// What one attention block produced, for inspection.
+#[derive(Debug, Clone)]
+pub struct AttentionOutput {
+    /// The attended source features, `[B, C, h, w]` (including the official `1/k^2`).
+    pub features: Tensor<4>,
+    /// The softmax weights, `[B, k*k, h, w]` (channel `u*k + v` = offset `(u - k/2, v - k/2)`).
+    pub weights: Tensor<4>,
+}
+
+impl LocalAttention {
+    pub fn new(channels: usize, kernel_size: usize, device: &Device) -> Self {
+        let k = kernel_size;
+        Self {
+            fuse: conv(2 * channels, HIDDEN, k, k, 0, device),
+            logits: conv(HIDDEN, k * k, 1, 1, 0, device),
+            kernel_size,
+        }
+    }
+
+    /// `source`, `target`: `[B, C, h, w]`; `flow`: `[B, 2, h, w]`.
+    pub fn forward(&self, source: Tensor<4>, target: Tensor<4>, flow: Tensor<4>) -> AttentionOutput {
+        let k = self.kernel_size;
+        let target_blocks = extract_blocks_identity(target, k);
+        let source_blocks = extract_blocks(source, flow, k);
+        // Target tiles first, as the official concatenation.
+        let x = Tensor::cat(vec![target_blocks, source_blocks.clone()], 1);
+        let logits = self.logits.forward(lrelu(self.fuse.forward(x)));
+        let weights = softmax(logits, 1);
+        AttentionOutput {
+            features: attend_blocks(source_blocks, weights.clone(), k),
+            weights,
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The generator G (official `PoseGenerator`): source encoder, flow estimator F and the
+//! target-pose texture renderer with local attention.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::activation::tanh;
+use burn::tensor::{Device, Tensor};
+use burn::tensor::activation::softmax;
+use gfla_ops::{Padding, blend, warp_bilinear};
+
+use crate::attention::LocalAttention;
+use crate::blocks::{EncoderBlock, ReflectConv, ResBlock, ResBlockDecoder};
+use crate::flow::FlowEstimator;
+
+/// One attention layer: feature scale `H / 2^layer` and window size.
+#[derive(Config, Debug, PartialEq)]
+pub struct AttentionLayerConfig {
+    /// Scale: 2 = 1/4 resolution, 3 = 1/8 (the official `--attn_layer`).
+    pub layer: usize,
+    /// Window size `k` (the official `--kernel_size`).
+    pub kernel_size: usize,
+}
+
+/// How the renderer brings source features to the target pose: GFLA's local attention, or one of
+/// the ablations of the paper's Table 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SourceSampling {
+    /// The paper's model: `k x k` local attention around the flow position.
+    LocalAttention,
+    /// Ablation "Bilinear": the source feature is warped by the flow with bilinear sampling.
+    Bilinear,
+    /// Ablation "Global-Attn": every target position attends over all source positions
+    /// (scaled dot-product of the feature vectors); no flow is used for sampling.
+    GlobalAttention,
+    /// Ablation "Baseline": an auto-encoder on `cat(P1, BP1, BP2)` with no flow estimator.
+    None,
+}
+
+/// Configuration of G. The official networks fix `ngf = 64`, three encoder/decoder levels,
+/// InstanceNorm and LeakyReLU(0.1); what varies between the releases is the attention layout.
+#[derive(Config, Debug)]
+pub struct GeneratorConfig {
+    /// Attention layers, any order. DeepFashion: `{3: k=3, 2: k=5}`; Market: `{2: k=3}`.
+    pub attention: Vec<AttentionLayerConfig>,
+    /// Image channels.
+    #[config(default = 3)]
+    pub image_channels: usize,
+    /// Pose heat-map channels (18 COCO joints).
+    #[config(default = 18)]
+    pub pose_channels: usize,
+    /// Source sampling at the attention layers (the ablations of the paper's Table 2).
+    #[config(default = "SourceSampling::LocalAttention")]
+    pub sampling: SourceSampling,
+}
+
+/// Base width, cap and depth of the source encoder and renderer (official ngf 64, img_f 512,
+/// layers 3).
+const NGF: usize = 64;
+const MAX_MULT: usize = 8;
+pub const RENDER_LAYERS: usize = 3;
+
+impl GeneratorConfig {
+    /// The released DeepFashion configuration (256 x 256): attention at 1/8 with 3 x 3 windows
+    /// and at 1/4 with 5 x 5 windows.
+    pub fn fashion() -> Self {
+        Self::new(vec![AttentionLayerConfig::new(3, 3), AttentionLayerConfig::new(2, 5)])
+    }
+
+    /// The released Market-1501 configuration (128 x 64): one attention at 1/4, 3 x 3 windows.
+    pub fn market() -> Self {
+        Self::new(vec![AttentionLayerConfig::new(2, 3)])
+    }
+
+    /// The window size at attention layer `layer`, if there is one.
+    pub fn kernel_at(&self, layer: usize) -> Option<usize> {
+        self.attention.iter().find(|a| a.layer == layer).map(|a| a.kernel_size)
+    }
+
+    pub fn init(&self, device: &Device) -> Generator {
+        let layers: Vec<usize> = self.attention.iter().map(|a| a.layer).collect();
+        assert!(!layers.is_empty(), "GeneratorConfig: at least one attention layer is needed");
+        for a in &self.attention {
+            assert!(
+                (1..=RENDER_LAYERS).contains(&a.layer) && a.kernel_size > 0,
+                "GeneratorConfig: attention layer {} with k = {} is outside 1..={RENDER_LAYERS}",
+                a.layer,
+                a.kernel_size
+            );
+        }
+        let mult = |i: usize| (1usize << i).min(MAX_MULT);
+        let warping = self.sampling != SourceSampling::None;
+        let encoder = |cin: usize| Encoder {
+            stem: EncoderBlock::new(cin, NGF, device),
+            encoders: (0..RENDER_LAYERS - 1)
+                .map(|i| EncoderBlock::new(NGF * mult(i), NGF * mult(i + 1), device))
+                .collect(),
+        };
+        let mut decoders = Vec::new();
+        let mut attention = Vec::new();
+        for i in 0..RENDER_LAYERS {
+            let cin = NGF * mult(RENDER_LAYERS - 1 - i);
+            let cout = if i + 1 == RENDER_LAYERS { NGF } else { NGF * mult(RENDER_LAYERS - 2 - i) };
+            if let Some(k) = self.kernel_at(RENDER_LAYERS - i).filter(|_| warping) {
+                attention.push(AttentionStage {
+                    attention: (self.sampling == SourceSampling::LocalAttention)
+                        .then(|| LocalAttention::new(cin, k, device)),
+                    stage: i,
+                    sampling: self.sampling,
+                });
+            }
+            decoders.push(DecoderStage {
+                res: ResBlock::new(cin, device),
+                up: ResBlockDecoder::new(cin, cout, cin, device),
+            });
+        }
+        Generator {
+            source: encoder(self.image_channels),
+            flow: warping
+                .then(|| FlowEstimator::new(self.image_channels + 2 * self.pose_channels, &layers, device)),
+            renderer: TextureRenderer {
+                encoder: encoder(if warping {
+                    self.pose_channels
+                } else {
+                    self.image_channels + 2 * self.pose_channels
+                }),
+                attention,
+                decoders,
+                output: ReflectConv::new(NGF, self.image_channels, device),
+            },
+        }
+    }
+}
+
+/// The encoder shared by the source branch and the renderer: an `EncoderBlock` stem to 64
+/// channels and two more halvings (official `PoseSourceNet` and the first half of
+/// `PoseTargetNet`).
+#[derive(Module, Debug)]
+pub struct Encoder {
+    pub stem: EncoderBlock,
+    pub encoders: Vec<EncoderBlock>,
+}
+
+impl Encoder {
+    /// All levels, finest first: `[1/2, 1/4, 1/8]`.
+    pub fn pyramid(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        let mut out = vec![self.stem.forward(x)];
+        for enc in &self.encoders {
+            let next = enc.forward(out.last().expect("stem").clone());
+            out.push(next);
+        }
+        out
+    }
+}
+
+/// One decoder level of the renderer: a residual block, then up-sampling.
+#[derive(Module, Debug)]
+pub struct DecoderStage {
+    pub res: ResBlock,
+    pub up: ResBlockDecoder,
+}
+
+/// Source sampling placed before decoder stage `stage`: a local attention, or a parameter-free
+/// ablation.
+#[derive(Module, Debug)]
+pub struct AttentionStage {
+    pub attention: Option<LocalAttention>,
+    pub stage: usize,
+    #[module(skip)]
+    pub sampling: SourceSampling,
+}
+
+impl AttentionStage {
+    /// The sampled source features and, for the attentions, their weights.
+    fn sample(&self, source: Tensor<4>, target: Tensor<4>, flow: Tensor<4>) -> (Tensor<4>, Option<Tensor<4>>) {
+        match (&self.attention, self.sampling) {
+            (Some(attention), _) => {
+                let out = attention.forward(source, target, flow);
+                (out.features, Some(out.weights))
+            }
+            (None, SourceSampling::Bilinear) => (warp_bilinear(source, flow, Padding::Border), None),
+            (None, _) => {
+                let [b, c, h, w] = source.dims();
+                let s = source.reshape([b, c, h * w]);
+                let t = target.reshape([b, c, h * w]);
+                // [B, N_target, N_source], softmax over the source positions.
+                let weights = softmax(t.swap_dims(1, 2).matmul(s.clone()) / (c as f64).sqrt(), 2);
+                let out = s.matmul(weights.clone().swap_dims(1, 2)).reshape([b, c, h, w]);
+                (out, Some(weights.reshape([b, h * w, h, w])))
+            }
+        }
+    }
+}
+
+/// The target-pose renderer (official `PoseTargetNet`): encodes the target pose, then at each
+/// attention layer replaces occluded-free regions by source features fetched with the local
+/// attention, and decodes to the image.
+#[derive(Module, Debug)]
+pub struct TextureRenderer {
+    pub encoder: Encoder,
+    /// Ordered coarse to fine, as the flows.
+    pub attention: Vec<AttentionStage>,
+    pub decoders: Vec<DecoderStage>,
+    pub output: ReflectConv,
+}
+
+/// G.
+#[derive(Module, Debug)]
+pub struct Generator {
+    /// Source-image encoder (official `source`).
+    pub source: Encoder,
+    /// Global flow field estimator F (official `flow_net`); absent in the baseline ablation.
+    pub flow: Option<FlowEstimator>,
+    /// Renderer (official `target`).
+    pub renderer: TextureRenderer,
+}
+
+/// Everything one forward pass produced.
+#[derive(Debug, Clone)]
+pub struct GeneratorOutput {
+    /// The generated image, `[B, 3, H, W]` in (-1, 1).
+    pub image: Tensor<4>,
+    /// Flow fields, coarse to fine, in pixels of their own grid.
+    pub flows: Vec<Tensor<4>>,
+    /// Occlusion masks, coarse to fine (1 = take the source feature).
+    pub masks: Vec<Tensor<4>>,
+    /// Attention weights `[B, k*k, h, w]` per attention layer, coarse to fine (`[B, h*w, h, w]`
+    /// for the global-attention ablation, none for the bilinear one).
+    pub attention: Vec<Tensor<4>>,
+}
+
+impl Generator {
+    /// `source_image`: `[B, 3, H, W]` in [-1, 1]; `source_pose`, `target_pose`: heat maps
+    /// `[B, 18, H, W]` in [0, 1]. `H` and `W` must be multiples of 32.
+    pub fn forward(&self, source_image: Tensor<4>, source_pose: Tensor<4>, target_pose: Tensor<4>) -> GeneratorOutput {
+        let [b, _, h, w] = source_image.dims();
+        assert!(
+            h % 32 == 0 && w % 32 == 0,
+            "Generator: image size {h} x {w} must be a multiple of 32 (the flow estimator reaches 1/32)"
+        );
+        assert!(
+            source_pose.dims()[0] == b && target_pose.dims() == source_pose.dims() && source_pose.dims()[2..] == [h, w],
+            "Generator: image {:?}, source pose {:?} and target pose {:?} do not match",
+            source_image.dims(),
+            source_pose.dims(),
+            target_pose.dims()
+        );
+        let source_features = self.source.pyramid(source_image.clone());
+        let inputs = Tensor::cat(vec![source_image, source_pose, target_pose.clone()], 1);
+        let r = &self.renderer;
+        let (flows, masks, mut x) = match &self.flow {
+            Some(flow) => {
+                let (flows, masks) = flow.forward(inputs);
+                (flows, masks, r.encoder.pyramid(target_pose).pop().expect("deepest level"))
+            }
+            None => (vec![], vec![], r.encoder.pyramid(inputs).pop().expect("deepest level")),
+        };
+        let mut attention = Vec::new();
+        let mut stages = r.attention.iter().enumerate().peekable();
+        for (i, decoder) in r.decoders.iter().enumerate() {
+            if let Some((c, stage)) = stages.next_if(|(_, s)| s.stage == i) {
+                let source = source_features[source_features.len() - 1 - i].clone();
+                let (sampled, weights) = stage.sample(source, x.clone(), flows[c].clone());
+                x = blend(x, sampled, masks[c].clone());
+                attention.extend(weights);
+            }
+            x = decoder.up.forward(decoder.res.forward(x));
+        }
+        let image = tanh(r.output.forward(x));
+        GeneratorOutput { image, flows, masks, attention }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_counts_match_the_official_generators() {
+        let device = Device::flex();
+        let fashion = GeneratorConfig::fashion().init(&device);
+        assert_eq!(fashion.num_params(), 14_047_395);
+        assert_eq!(fashion.source.num_params(), 1_434_758);
+        assert_eq!(fashion.renderer.num_params(), 6_004_425);
+        let market = GeneratorConfig::market().init(&device);
+        assert_eq!(market.num_params(), 12_926_471);
+        assert_eq!(market.flow.as_ref().unwrap().num_params(), 6_604_753);
+        assert_eq!(fashion.flow.as_ref().unwrap().num_params(), 6_608_212);
+    }
+
+    #[test]
+    fn ablations_build_and_run() {
+        let device = Device::flex();
+        let zeros = |c: usize| Tensor::<4>::zeros([1, c, 64, 32], &device);
+        for sampling in [SourceSampling::Bilinear, SourceSampling::GlobalAttention, SourceSampling::None] {
+            let config = GeneratorConfig::market().with_sampling(sampling);
+            let g = config.init(&device);
+            let out = g.forward(zeros(3), zeros(18), zeros(18));
+            assert_eq!(out.image.dims(), [1, 3, 64, 32], "{sampling:?}");
+            // Only the local attention has parameters beyond the shared networks.
+            let market = GeneratorConfig::market().init(&device).num_params();
+            let attention = 296_201;
+            match sampling {
+                SourceSampling::None => {
+                    assert!(out.flows.is_empty());
+                    // No flow net; the renderer's first norm and conv see 39 channels, not 18.
+                    assert_eq!(g.num_params(), market - attention - 6_604_753 + 21 * 2 + 21 * 64 * 16);
+                }
+                SourceSampling::GlobalAttention => {
+                    assert_eq!(out.attention[0].dims(), [1, 128, 16, 8]);
+                    assert_eq!(g.num_params(), market - attention);
+                }
+                _ => assert_eq!(g.num_params(), market - attention),
+            }
+        }
+    }
+
+    #[test]
+    fn market_shapes() {
+        let device = Device::flex();
+        let g = GeneratorConfig::market().init(&device);
+        let out = g.forward(
+            Tensor::zeros([2, 3, 128, 64], &device),
+            Tensor::zeros([2, 18, 128, 64], &device),
+            Tensor::zeros([2, 18, 128, 64], &device),
+        );
+        assert_eq!(out.image.dims(), [2, 3, 128, 64]);
+        assert_eq!(out.flows.iter().map(|f| f.dims()).collect::<Vec<_>>(), vec![[2, 2, 32, 16]]);
+        assert_eq!(out.masks[0].dims(), [2, 1, 32, 16]);
+        assert_eq!(out.attention[0].dims(), [2, 9, 32, 16]);
+    }
+}

@@ -1,0 +1,425 @@
+//! Loading and saving weights: official PyTorch checkpoints (`latest_net_G.pth`, legacy or zip
+//! format) and native safetensors files.
+//!
+//! The whole correspondence between the official state-dict keys and this crate's module paths is
+//! [`generator_path`]: one function, no regular expressions spread over the code base.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use burn::store::{ApplyResult, ModuleSnapshot, ModuleStore, PytorchStore, SafetensorsStore};
+
+use crate::discriminator::Discriminator;
+use crate::generator::{Generator, GeneratorConfig, RENDER_LAYERS};
+
+/// Why a checkpoint could not be loaded.
+#[derive(Debug)]
+pub enum WeightsError {
+    /// The file could not be read or parsed.
+    Read { path: String, message: String },
+    /// The checkpoint does not fit the network built from the config.
+    Mismatch {
+        path: String,
+        missing: Vec<String>,
+        unexpected: Vec<String>,
+        shapes: Vec<String>,
+    },
+    /// Two alias keys of one tensor (`conv1.*` and `model.2.*`) hold different values.
+    AliasConflict { path: String, key: String, alias: String },
+}
+
+impl fmt::Display for WeightsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { path, message } => write!(f, "cannot read weights {path}: {message}"),
+            Self::Mismatch { path, missing, unexpected, shapes } => {
+                write!(f, "weights {path} do not fit this network configuration")?;
+                let mut list = |what: &str, items: &[String]| -> fmt::Result {
+                    if !items.is_empty() {
+                        write!(f, "; {} {what}: {}", items.len(), items.join(", "))?;
+                    }
+                    Ok(())
+                };
+                list("missing", missing)?;
+                list("unexpected", unexpected)?;
+                list("with the wrong shape", shapes)
+            }
+            Self::AliasConflict { path, key, alias } => {
+                write!(f, "weights {path}: alias keys {key} and {alias} hold different values")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WeightsError {}
+
+/// Norm parameters are `weight`/`bias` in PyTorch and `gamma`/`beta` in Burn.
+fn norm_param(param: &str) -> Option<&'static str> {
+    match param {
+        "weight" => Some("gamma"),
+        "bias" => Some("beta"),
+        _ => None,
+    }
+}
+
+fn conv_param(param: &str) -> Option<&'static str> {
+    match param {
+        "weight" => Some("weight"),
+        "bias" => Some("bias"),
+        _ => None,
+    }
+}
+
+/// `model.{0,2,3,5}` of the official EncoderBlock / ResBlock / ResBlockDecoder sequentials.
+fn sequential_layer(index: &str, last: &'static str, param: &str) -> Option<String> {
+    let (name, p) = match index {
+        "0" => ("norm1", norm_param(param)?),
+        "2" => ("conv1", conv_param(param)?),
+        "3" => ("norm2", norm_param(param)?),
+        "5" => (last, conv_param(param)?),
+        _ => return None,
+    };
+    Some(format!("{name}.{p}"))
+}
+
+/// The encoder blocks `block0` / `encoder{i}` of an encoder at `base`.
+fn encoder_path(base: &str, parts: &[&str]) -> Option<String> {
+    let block = match parts.first()? {
+        &"block0" => "stem".to_string(),
+        name => format!("encoders.{}", name.strip_prefix("encoder")?.parse::<usize>().ok()?),
+    };
+    match parts[1..] {
+        ["model", i, p] => Some(format!("{base}{block}.{}", sequential_layer(i, "conv2", p)?)),
+        _ => None,
+    }
+}
+
+/// Whether an official key is the redundant alias (`model.2.*`) of a `conv1.*` key.
+fn alias_of(key: &str) -> Option<String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let is_alias = matches!(parts.as_slice(), ["flow_net", j, "model", "2", _] if j.starts_with("jump"))
+        || matches!(parts.as_slice(), ["target", "outconv", "model", "2", _]);
+    is_alias.then(|| {
+        let n = parts.len();
+        format!("{}.conv1.{}", parts[..n - 3].join("."), parts[n - 1])
+    })
+}
+
+/// The module path of an official `PoseGenerator` (or stage-1 `PoseFlowNetGenerator`) key, or
+/// `None` if the key has no place in a generator built from `config`.
+///
+/// This is the one place that knows both namings; for example
+/// `target.decoder1.0.model.0.model.2.weight` is `renderer.decoders.1.res.conv1.weight` and
+/// `flow_net.jump0.conv1.bias` is `flow.jumps.0.conv.bias`.
+pub fn generator_path(key: &str, config: &GeneratorConfig) -> Option<String> {
+    let key = key.strip_prefix("module.").unwrap_or(key);
+    let parts: Vec<&str> = key.split('.').collect();
+    let index = |name: &str, prefix: &str| name.strip_prefix(prefix)?.parse::<usize>().ok();
+    match parts.as_slice() {
+        ["source", rest @ ..] => encoder_path("source.", rest),
+        ["target", name, ..] if *name == "block0" || name.starts_with("encoder") => {
+            encoder_path("renderer.encoder.", &parts[1..])
+        }
+        ["target", dec, "0", "model", "0", "model", i, p] => {
+            let d = index(dec, "decoder").filter(|d| *d < RENDER_LAYERS)?;
+            Some(format!("renderer.decoders.{d}.res.{}", sequential_layer(i, "conv2", p)?))
+        }
+        ["target", dec, "1", "model", i, p] => {
+            let d = index(dec, "decoder").filter(|d| *d < RENDER_LAYERS)?;
+            Some(format!("renderer.decoders.{d}.up.{}", sequential_layer(i, "up", p)?))
+        }
+        ["target", dec, "1", "shortcut", "0", p] => {
+            let d = index(dec, "decoder").filter(|d| *d < RENDER_LAYERS)?;
+            Some(format!("renderer.decoders.{d}.up.shortcut.{}", conv_param(p)?))
+        }
+        ["target", attn, "fully_connect_layer", i, p] => {
+            let stage = index(attn, "attn")?;
+            // Attention stages are stored coarse to fine, i.e. by increasing decoder stage.
+            let mut stages: Vec<usize> = config
+                .attention
+                .iter()
+                .map(|a| RENDER_LAYERS - a.layer)
+                .collect();
+            stages.sort_unstable();
+            let j = stages.iter().position(|s| *s == stage)?;
+            let conv = match *i {
+                "0" => "fuse",
+                "2" => "logits",
+                _ => return None,
+            };
+            Some(format!("renderer.attention.{j}.attention.{conv}.{}", conv_param(p)?))
+        }
+        ["target", "outconv", "conv1", p] => Some(format!("renderer.output.conv.{}", conv_param(p)?)),
+        ["flow_net", name, ..] if *name == "block0" || name.starts_with("encoder") => {
+            encoder_path("flow.", &parts[1..])
+        }
+        ["flow_net", dec, "model", i, p] => {
+            let d = index(dec, "decoder")?;
+            Some(format!("flow.decoders.{d}.{}", sequential_layer(i, "up", p)?))
+        }
+        ["flow_net", dec, "shortcut", "0", p] => {
+            let d = index(dec, "decoder")?;
+            Some(format!("flow.decoders.{d}.shortcut.{}", conv_param(p)?))
+        }
+        ["flow_net", jump, "conv1", p] => {
+            Some(format!("flow.jumps.{}.conv.{}", index(jump, "jump")?, conv_param(p)?))
+        }
+        ["flow_net", head, rest @ ..] if head.starts_with("output") || head.starts_with("mask") => {
+            let (stage, field, p) = match rest {
+                [p] => (index(head, "output")?, "flow", *p),
+                ["0", p] => (index(head, "mask")?, "mask", *p),
+                _ => return None,
+            };
+            let j = head_index(config, stage)?;
+            Some(format!("flow.heads.{j}.{field}.{}", conv_param(p)?))
+        }
+        _ => None,
+    }
+}
+
+/// Position among the flow heads (coarse to fine) of the head on flow decoder stage `stage`.
+fn head_index(config: &GeneratorConfig, stage: usize) -> Option<usize> {
+    use crate::flow::FLOW_ENCODER_LAYERS;
+    let mut stages: Vec<usize> = config
+        .attention
+        .iter()
+        .map(|a| FLOW_ENCODER_LAYERS - 1 - a.layer)
+        .collect();
+    stages.sort_unstable();
+    stages.iter().position(|s| *s == stage)
+}
+
+/// Loads an official generator checkpoint (`latest_net_G.pth` of a `--model=pose` run, or the
+/// stage-1 `PoseFlowNetGenerator` file into [`Generator::flow`] with `partial = true`) into `g`.
+///
+/// Alias keys are cross-checked and dropped, a `module.` prefix is tolerated. Unless `partial`,
+/// every parameter must be filled and every key used; otherwise the error lists what is missing,
+/// unexpected or of the wrong shape.
+pub fn load_generator_checkpoint(
+    g: &mut Generator,
+    config: &GeneratorConfig,
+    path: impl AsRef<Path>,
+    partial: bool,
+) -> Result<ApplyResult, WeightsError> {
+    let path = path.as_ref();
+    let shown = path.display().to_string();
+    if !path.is_file() {
+        return Err(WeightsError::Read { path: shown, message: "no such file".into() });
+    }
+    let mut store = PytorchStore::from_file(path);
+    let all: BTreeMap<String, _> = store
+        .get_all_tensors()
+        .map_err(|e| WeightsError::Read { path: shown.clone(), message: e.to_string() })?
+        .clone();
+    let mut tensors = Vec::new();
+    let mut unexpected = Vec::new();
+    for (key, tensor) in &all {
+        if let Some(primary) = alias_of(key) {
+            if let Some(other) = all.get(&primary) {
+                let same = match (tensor.to_bytes(), other.to_bytes()) {
+                    (Ok(a), Ok(b)) => a[..] == b[..],
+                    _ => false,
+                };
+                if !same {
+                    return Err(WeightsError::AliasConflict { path: shown, key: primary, alias: key.clone() });
+                }
+                continue;
+            }
+        }
+        match generator_path(key, config) {
+            Some(module_path) => {
+                let mut t = tensor.clone();
+                t.name = module_path;
+                tensors.push(t);
+            }
+            None => unexpected.push(key.clone()),
+        }
+    }
+    let result = g.apply(tensors, None, None, false);
+    let shapes: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+    let missing: Vec<String> = if partial {
+        vec![]
+    } else {
+        result.missing.iter().map(|(p, _)| p.clone()).collect()
+    };
+    unexpected.extend(result.unused.iter().cloned());
+    if !missing.is_empty() || !shapes.is_empty() || (!partial && !unexpected.is_empty()) {
+        return Err(WeightsError::Mismatch { path: shown, missing, unexpected, shapes });
+    }
+    Ok(result)
+}
+
+/// Loads an official `PoseGenerator` checkpoint, strictly (see [`load_generator_checkpoint`]).
+pub fn load_generator(
+    g: &mut Generator,
+    config: &GeneratorConfig,
+    path: impl AsRef<Path>,
+) -> Result<(), WeightsError> {
+    load_generator_checkpoint(g, config, path, false).map(|_| ())
+}
+
+/// The module path of an official `ResDiscriminator` key (spectral norm on), or `None`.
+/// `block0.model.1.weight_orig` is `stem.conv1.conv.weight`, `encoder1.shortcut.1.weight_u` is
+/// `encoders.1.shortcut.u`, `conv.bias` is `head.conv.bias`.
+pub fn discriminator_path(key: &str) -> Option<String> {
+    let key = key.strip_prefix("module.").unwrap_or(key);
+    let parts: Vec<&str> = key.split('.').collect();
+    let param = |p: &str| match p {
+        "weight_orig" => Some("conv.weight"),
+        "bias" => Some("conv.bias"),
+        "weight_u" => Some("u"),
+        "weight_v" => Some("v"),
+        _ => None,
+    };
+    match parts.as_slice() {
+        ["conv", p] => Some(format!("head.{}", param(p)?)),
+        [block, seq, i, p] => {
+            let block = match *block {
+                "block0" => "stem".to_string(),
+                name => format!("encoders.{}", name.strip_prefix("encoder")?.parse::<usize>().ok()?),
+            };
+            let conv = match (*seq, *i) {
+                ("model", "1") => "conv1",
+                ("model", "3") => "conv2",
+                ("shortcut", "1") => "shortcut",
+                _ => return None,
+            };
+            Some(format!("{block}.{conv}.{}", param(p)?))
+        }
+        _ => None,
+    }
+}
+
+/// Loads an official discriminator checkpoint (`latest_net_D.pth`) into `d`, strictly. A stray
+/// `weight` key (written by some PyTorch versions beside `weight_orig`) is ignored and a missing
+/// `weight_v` is rebuilt from `weight_u` by one power step, as PyTorch's own loader does.
+pub fn load_discriminator(d: &mut Discriminator, path: impl AsRef<Path>) -> Result<(), WeightsError> {
+    let path = path.as_ref();
+    let shown = path.display().to_string();
+    if !path.is_file() {
+        return Err(WeightsError::Read { path: shown, message: "no such file".into() });
+    }
+    let mut store = PytorchStore::from_file(path);
+    let all = store
+        .get_all_tensors()
+        .map_err(|e| WeightsError::Read { path: shown.clone(), message: e.to_string() })?
+        .clone();
+    let mut tensors = Vec::new();
+    let mut unexpected = Vec::new();
+    for (key, tensor) in &all {
+        if key.ends_with(".weight") && all.contains_key(&format!("{}_orig", key)) {
+            continue;
+        }
+        match discriminator_path(key) {
+            Some(module_path) => {
+                let mut t = tensor.clone();
+                t.name = module_path;
+                tensors.push(t);
+            }
+            None => unexpected.push(key.clone()),
+        }
+    }
+    let result = d.apply(tensors, None, None, false);
+    let shapes: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+    let (rebuild_v, missing): (Vec<String>, Vec<String>) = result
+        .missing
+        .iter()
+        .map(|(p, _)| p.clone())
+        .partition(|p| p.ends_with(".v"));
+    unexpected.extend(result.unused.iter().cloned());
+    if !missing.is_empty() || !shapes.is_empty() || !unexpected.is_empty() {
+        return Err(WeightsError::Mismatch { path: shown, missing, unexpected, shapes });
+    }
+    if !rebuild_v.is_empty() {
+        for conv in d.spectral_convs() {
+            conv.recompute_v();
+        }
+    }
+    Ok(())
+}
+
+/// Saves any module natively as safetensors, under its own module paths.
+pub fn save_safetensors<M: ModuleSnapshot>(module: &M, path: impl AsRef<Path>) -> Result<(), WeightsError> {
+    let path = path.as_ref();
+    let mut store = SafetensorsStore::from_file(path);
+    module.save_into(&mut store).map_err(|e| WeightsError::Read {
+        path: path.display().to_string(),
+        message: format!("cannot write: {e}"),
+    })
+}
+
+/// Loads a native safetensors file written by [`save_safetensors`], strictly.
+pub fn load_safetensors<M: ModuleSnapshot>(module: &mut M, path: impl AsRef<Path>) -> Result<(), WeightsError> {
+    let path = path.as_ref();
+    let shown = path.display().to_string();
+    if !path.is_file() {
+        return Err(WeightsError::Read { path: shown, message: "no such file".into() });
+    }
+    let mut store = SafetensorsStore::from_file(path);
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| WeightsError::Read { path: shown.clone(), message: e.to_string() })?;
+    let missing: Vec<String> = result.missing.iter().map(|(p, _)| p.clone()).collect();
+    let shapes: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+    if !missing.is_empty() || !shapes.is_empty() || !result.unused.is_empty() {
+        return Err(WeightsError::Mismatch { path: shown, missing, unexpected: result.unused, shapes });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn official_keys_map_to_module_paths() {
+        let fashion = GeneratorConfig::fashion();
+        let cases = [
+            ("source.block0.model.0.weight", "source.stem.norm1.gamma"),
+            ("source.encoder1.model.5.bias", "source.encoders.1.conv2.bias"),
+            ("target.encoder0.model.3.bias", "renderer.encoder.encoders.0.norm2.beta"),
+            ("target.decoder1.0.model.0.model.2.weight", "renderer.decoders.1.res.conv1.weight"),
+            ("target.decoder2.1.model.5.weight", "renderer.decoders.2.up.up.weight"),
+            ("target.decoder0.1.shortcut.0.bias", "renderer.decoders.0.up.shortcut.bias"),
+            ("target.attn0.fully_connect_layer.0.weight", "renderer.attention.0.attention.fuse.weight"),
+            ("target.attn1.fully_connect_layer.2.bias", "renderer.attention.1.attention.logits.bias"),
+            ("target.outconv.conv1.weight", "renderer.output.conv.weight"),
+            ("flow_net.encoder3.model.2.weight", "flow.encoders.3.conv1.weight"),
+            ("flow_net.decoder2.shortcut.0.weight", "flow.decoders.2.shortcut.weight"),
+            ("flow_net.jump0.conv1.bias", "flow.jumps.0.conv.bias"),
+            ("flow_net.output1.weight", "flow.heads.0.flow.weight"),
+            ("flow_net.mask2.0.bias", "flow.heads.1.mask.bias"),
+            ("module.flow_net.block0.model.0.bias", "flow.stem.norm1.beta"),
+        ];
+        for (key, path) in cases {
+            assert_eq!(generator_path(key, &fashion).as_deref(), Some(path), "{key}");
+        }
+        let market = GeneratorConfig::market();
+        assert_eq!(
+            generator_path("target.attn1.fully_connect_layer.0.weight", &market).as_deref(),
+            Some("renderer.attention.0.attention.fuse.weight")
+        );
+        assert_eq!(generator_path("flow_net.output2.weight", &market).as_deref(), Some("flow.heads.0.flow.weight"));
+        assert_eq!(generator_path("flow_net.output1.weight", &market), None);
+        assert_eq!(generator_path("target.attn0.fully_connect_layer.0.weight", &market), None);
+        assert_eq!(alias_of("flow_net.jump2.model.2.weight").as_deref(), Some("flow_net.jump2.conv1.weight"));
+        assert_eq!(alias_of("target.outconv.model.2.bias").as_deref(), Some("target.outconv.conv1.bias"));
+        assert_eq!(alias_of("target.outconv.conv1.bias"), None);
+    }
+
+    #[test]
+    fn discriminator_keys_map_to_module_paths() {
+        let cases = [
+            ("block0.model.1.weight_orig", "stem.conv1.conv.weight"),
+            ("block0.model.3.bias", "stem.conv2.conv.bias"),
+            ("encoder1.shortcut.1.weight_u", "encoders.1.shortcut.u"),
+            ("encoder2.model.1.weight_v", "encoders.2.conv1.v"),
+            ("conv.weight_orig", "head.conv.weight"),
+        ];
+        for (key, path) in cases {
+            assert_eq!(discriminator_path(key).as_deref(), Some(path), "{key}");
+        }
+        assert_eq!(discriminator_path("block0.model.2.weight"), None);
+    }
+}
