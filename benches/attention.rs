@@ -41,8 +41,15 @@ struct Inputs {
 
 impl Inputs {
     fn new(case: &Case, device: &Device) -> Self {
-        let Case { channels: c, size: s, k, batch: b } = *case;
-        let u = |shape: [usize; 4], scale: f64| Tensor::<4>::random(shape, Distribution::Uniform(-scale, scale), device);
+        let Case {
+            channels: c,
+            size: s,
+            k,
+            batch: b,
+        } = *case;
+        let u = |shape: [usize; 4], scale: f64| {
+            Tensor::<4>::random(shape, Distribution::Uniform(-scale, scale), device)
+        };
         Self {
             source: u([b, c, s, s], 1.0),
             target: u([b, c, s, s], 1.0),
@@ -85,15 +92,41 @@ fn extractor_attn(x: &Inputs, k: usize) -> Tensor<4> {
 fn bench(c: &mut Criterion) {
     let device = device();
     let cases = [
-        Case { channels: 128, size: 64, k: 5, batch: 1 },
-        Case { channels: 256, size: 32, k: 3, batch: 1 },
-        Case { channels: 128, size: 64, k: 5, batch: 8 },
-        Case { channels: 256, size: 32, k: 3, batch: 8 },
+        Case {
+            channels: 128,
+            size: 64,
+            k: 5,
+            batch: 1,
+        },
+        Case {
+            channels: 256,
+            size: 32,
+            k: 3,
+            batch: 1,
+        },
+        Case {
+            channels: 128,
+            size: 64,
+            k: 5,
+            batch: 8,
+        },
+        Case {
+            channels: 256,
+            size: 32,
+            k: 3,
+            batch: 8,
+        },
     ];
     let mut group = c.benchmark_group("local_attention");
-    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
     for case in &cases {
-        let id = format!("C{}_{}x{}_k{}_b{}", case.channels, case.size, case.size, case.k, case.batch);
+        let id = format!(
+            "C{}_{}x{}_k{}_b{}",
+            case.channels, case.size, case.size, case.k, case.batch
+        );
         let inputs = Inputs::new(case, &device);
         group.bench_function(BenchmarkId::new("forward", &id), |bench| {
             bench.iter(|| {

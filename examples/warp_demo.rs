@@ -26,10 +26,16 @@ fn parse_args() -> Result<(PathBuf, Device), String> {
                     Some("ndarray") => Device::ndarray(),
                     #[cfg(feature = "wgpu")]
                     Some("wgpu") => Device::wgpu(Default::default()),
-                    other => return Err(format!("--device {other:?}: expected flex, or ndarray/wgpu when built with that feature")),
+                    other => {
+                        return Err(format!(
+                            "--device {other:?}: expected flex, or ndarray/wgpu when built with that feature"
+                        ));
+                    }
                 }
             }
-            "-h" | "--help" => return Err("usage: warp_demo [OUT_DIR] [--device flex|ndarray|wgpu]".into()),
+            "-h" | "--help" => {
+                return Err("usage: warp_demo [OUT_DIR] [--device flex|ndarray|wgpu]".into());
+            }
             path => out = PathBuf::from(path),
         }
     }
@@ -42,7 +48,11 @@ fn test_card(device: &Device) -> Tensor<4> {
     for y in 0..SIZE {
         for x in 0..SIZE {
             let (fx, fy) = (x as f32 / SIZE as f32, y as f32 / SIZE as f32);
-            let check = if (x / 16 + y / 16) % 2 == 0 { 1.0 } else { 0.55 };
+            let check = if (x / 16 + y / 16) % 2 == 0 {
+                1.0
+            } else {
+                0.55
+            };
             let r = ((fx - 0.5).powi(2) + (fy - 0.5).powi(2)).sqrt();
             let ring = if (0.28..0.34).contains(&r) { 0.0 } else { 1.0 };
             let p = y * SIZE + x;
@@ -73,13 +83,19 @@ fn swirl(device: &Device) -> Tensor<4> {
 
 fn save(img: &Tensor<4>, path: &PathBuf) -> Result<(), String> {
     let [_, _, h, w] = img.dims();
-    let data: Vec<f32> = img.clone().try_into_vec_as().map_err(|e| format!("{e:?}"))?;
+    let data: Vec<f32> = img
+        .clone()
+        .try_into_vec_as()
+        .map_err(|e| format!("{e:?}"))?;
     let mut rgb = image::RgbImage::new(w as u32, h as u32);
     for (x, y, px) in rgb.enumerate_pixels_mut() {
         let p = y as usize * w + x as usize;
-        *px = image::Rgb(std::array::from_fn(|c| (data[c * h * w + p].clamp(0.0, 1.0) * 255.0).round() as u8));
+        *px = image::Rgb(std::array::from_fn(|c| {
+            (data[c * h * w + p].clamp(0.0, 1.0) * 255.0).round() as u8
+        }));
     }
-    rgb.save(path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    rgb.save(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn main() {
@@ -98,7 +114,9 @@ fn run() -> Result<(), String> {
     let bilinear = warp_bilinear(card.clone(), flow.clone(), Padding::Border);
     // Attention weights favouring the centre of each 3 x 3 window: a softened bilinear warp.
     let k = 3;
-    let centre: Vec<f32> = (0..k * k).map(|i| if i == k * k / 2 { 0.6 } else { 0.05 }).collect();
+    let centre: Vec<f32> = (0..k * k)
+        .map(|i| if i == k * k / 2 { 0.6 } else { 0.05 })
+        .collect();
     let weights = Tensor::<1>::from_data(TensorData::new(centre, [k * k]), &device)
         .reshape([1, k * k, 1, 1])
         .expand([1, k * k, SIZE, SIZE]);
@@ -120,6 +138,9 @@ fn run() -> Result<(), String> {
     let panel = Tensor::cat(pictures.iter().map(|(_, t)| t.clone()).collect(), 3);
     let panel_path = out.join("panel.png");
     save(&panel, &panel_path)?;
-    println!("wrote {} (source | flow | bilinear | local attention k=3 | gaussian)", panel_path.display());
+    println!(
+        "wrote {} (source | flow | bilinear | local attention k=3 | gaussian)",
+        panel_path.display()
+    );
     Ok(())
 }

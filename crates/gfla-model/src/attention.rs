@@ -43,7 +43,12 @@ impl LocalAttention {
     }
 
     /// `source`, `target`: `[B, C, h, w]`; `flow`: `[B, 2, h, w]`.
-    pub fn forward(&self, source: Tensor<4>, target: Tensor<4>, flow: Tensor<4>) -> AttentionOutput {
+    pub fn forward(
+        &self,
+        source: Tensor<4>,
+        target: Tensor<4>,
+        flow: Tensor<4>,
+    ) -> AttentionOutput {
         let k = self.kernel_size;
         let target_blocks = extract_blocks_identity(target, k);
         let source_blocks = extract_blocks(source, flow, k);

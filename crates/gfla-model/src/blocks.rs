@@ -30,8 +30,18 @@ fn orthogonal_weight(shape: [usize; 4], device: &Device) -> Param<Tensor<4>> {
         .try_into_vec_as::<f64>()
         .expect("float draws");
     // Orthonormalise the shorter side's vectors: rows if rows <= cols, else columns.
-    let (n, m, transposed) = if rows <= cols { (rows, cols, false) } else { (cols, rows, true) };
-    let at = |i: usize, j: usize| if transposed { draws[j * cols + i] } else { draws[i * cols + j] };
+    let (n, m, transposed) = if rows <= cols {
+        (rows, cols, false)
+    } else {
+        (cols, rows, true)
+    };
+    let at = |i: usize, j: usize| {
+        if transposed {
+            draws[j * cols + i]
+        } else {
+            draws[i * cols + j]
+        }
+    };
     let mut q: Vec<Vec<f64>> = Vec::with_capacity(n);
     for i in 0..n {
         let mut v: Vec<f64> = (0..m).map(|j| at(i, j)).collect();
@@ -58,7 +68,14 @@ pub(crate) fn norm(channels: usize, device: &Device) -> InstanceNorm {
 }
 
 /// A `k x k` convolution with bias, stride `s` and symmetric zero padding `p`.
-pub(crate) fn conv(cin: usize, cout: usize, k: usize, s: usize, p: usize, device: &Device) -> Conv2d {
+pub(crate) fn conv(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    device: &Device,
+) -> Conv2d {
     let mut c = Conv2dConfig::new([cin, cout], [k, k])
         .with_stride([s, s])
         .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
@@ -171,11 +188,14 @@ pub struct ReflectConv {
 
 impl ReflectConv {
     pub fn new(cin: usize, cout: usize, device: &Device) -> Self {
-        Self { conv: conv(cin, cout, 3, 1, 0, device) }
+        Self {
+            conv: conv(cin, cout, 3, 1, 0, device),
+        }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(lrelu(x).pad((1, 1, 1, 1), PadMode::Reflect))
+        self.conv
+            .forward(lrelu(x).pad((1, 1, 1, 1), PadMode::Reflect))
     }
 }
 
@@ -190,11 +210,17 @@ mod tests {
         let enc = EncoderBlock::new(3, 64, &device);
         // source.block0: 40,198 parameters in the reference doc.
         assert_eq!(enc.num_params(), 40_198);
-        assert_eq!(enc.forward(Tensor::zeros([1, 3, 16, 8], &device)).dims(), [1, 64, 8, 4]);
+        assert_eq!(
+            enc.forward(Tensor::zeros([1, 3, 16, 8], &device)).dims(),
+            [1, 64, 8, 4]
+        );
         let dec = ResBlockDecoder::new(256, 128, 128, &device);
         // flow_net.decoder1: 738,432.
         assert_eq!(dec.num_params(), 738_432);
-        assert_eq!(dec.forward(Tensor::zeros([1, 256, 4, 2], &device)).dims(), [1, 128, 8, 4]);
+        assert_eq!(
+            dec.forward(Tensor::zeros([1, 256, 4, 2], &device)).dims(),
+            [1, 128, 8, 4]
+        );
         // flow_net.jump2: 36,928.
         assert_eq!(ReflectConv::new(64, 64, &device).num_params(), 36_928);
     }
@@ -204,10 +230,19 @@ mod tests {
         let device = Device::flex();
         // 8 x (4 * 3 * 3): rows orthonormal (x 0.02); 16 x (2 * 2 * 2): columns orthonormal.
         for (shape, rows_orthonormal) in [([8, 4, 3, 3], true), ([16, 2, 2, 2], false)] {
-            let w: Vec<f64> = orthogonal_weight(shape, &device).val().try_into_vec_as().unwrap();
+            let w: Vec<f64> = orthogonal_weight(shape, &device)
+                .val()
+                .try_into_vec_as()
+                .unwrap();
             let (r, c) = (shape[0], shape[1] * shape[2] * shape[3]);
             let (n, m) = if rows_orthonormal { (r, c) } else { (c, r) };
-            let get = |i: usize, k: usize| if rows_orthonormal { w[i * c + k] } else { w[k * c + i] };
+            let get = |i: usize, k: usize| {
+                if rows_orthonormal {
+                    w[i * c + k]
+                } else {
+                    w[k * c + i]
+                }
+            };
             for i in 0..n {
                 for j in 0..n {
                     let dot: f64 = (0..m).map(|k| get(i, k) * get(j, k)).sum();

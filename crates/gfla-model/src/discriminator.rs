@@ -64,7 +64,11 @@ impl ResBlockEncoder {
         }
     }
 
-    fn run(&self, x: Tensor<4>, conv: impl Fn(&SpectralConv2d, Tensor<4>) -> Tensor<4>) -> Tensor<4> {
+    fn run(
+        &self,
+        x: Tensor<4>,
+        conv: impl Fn(&SpectralConv2d, Tensor<4>) -> Tensor<4>,
+    ) -> Tensor<4> {
         let y = conv(&self.conv2, lrelu(conv(&self.conv1, lrelu(x.clone()))));
         y + conv(&self.shortcut, avg_pool2d(x, AvgPoolOptions::new([2, 2])))
     }
@@ -79,7 +83,11 @@ pub struct Discriminator {
 }
 
 impl Discriminator {
-    fn run(&self, x: Tensor<4>, conv: impl Fn(&SpectralConv2d, Tensor<4>) -> Tensor<4> + Copy) -> Tensor<4> {
+    fn run(
+        &self,
+        x: Tensor<4>,
+        conv: impl Fn(&SpectralConv2d, Tensor<4>) -> Tensor<4> + Copy,
+    ) -> Tensor<4> {
         let mut x = self.stem.run(x, conv);
         for enc in &self.encoders {
             x = enc.run(x, conv);
@@ -117,10 +125,20 @@ mod tests {
         let device = Device::flex();
         // Burn counts the spectral-norm vectors u, v too; PyTorch keeps them as buffers.
         let trainable = |d: Discriminator| {
-            let buffers: usize = d.spectral_convs().iter().map(|c| c.u.value().dims()[0] + c.v.value().dims()[0]).sum();
+            let buffers: usize = d
+                .spectral_convs()
+                .iter()
+                .map(|c| c.u.value().dims()[0] + c.v.value().dims()[0])
+                .sum();
             d.num_params() - buffers
         };
-        assert_eq!(trainable(DiscriminatorConfig::fashion().init(&device)), 664_577);
-        assert_eq!(trainable(DiscriminatorConfig::market().init(&device)), 238_209);
+        assert_eq!(
+            trainable(DiscriminatorConfig::fashion().init(&device)),
+            664_577
+        );
+        assert_eq!(
+            trainable(DiscriminatorConfig::market().init(&device)),
+            238_209
+        );
     }
 }

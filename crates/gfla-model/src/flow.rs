@@ -40,7 +40,10 @@ impl FlowEstimator {
     /// `input_channels`: 3 + 2 * pose channels (39 for 18 joints); `attention_layers`: the
     /// scales `L` (feature size `H / 2^L`) that need a flow, any order.
     pub fn new(input_channels: usize, attention_layers: &[usize], device: &Device) -> Self {
-        let min_layer = *attention_layers.iter().min().expect("at least one attention layer");
+        let min_layer = *attention_layers
+            .iter()
+            .min()
+            .expect("at least one attention layer");
         assert!(
             (1..FLOW_ENCODER_LAYERS).contains(&min_layer),
             "attention layers must lie in 1..{FLOW_ENCODER_LAYERS}, got {attention_layers:?}"
@@ -68,7 +71,13 @@ impl FlowEstimator {
             }
             cin = cout;
         }
-        Self { stem, encoders, decoders, jumps, heads }
+        Self {
+            stem,
+            encoders,
+            decoders,
+            jumps,
+            heads,
+        }
     }
 
     /// `input`: `cat(P1, BP1, BP2)`. Returns the flows and masks, coarse to fine.

@@ -3,9 +3,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::tensor::activation::softmax;
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Tensor};
-use burn::tensor::activation::softmax;
 use gfla_ops::{Padding, blend, warp_bilinear};
 
 use crate::attention::LocalAttention;
@@ -63,7 +63,10 @@ impl GeneratorConfig {
     /// The released DeepFashion configuration (256 x 256): attention at 1/8 with 3 x 3 windows
     /// and at 1/4 with 5 x 5 windows.
     pub fn fashion() -> Self {
-        Self::new(vec![AttentionLayerConfig::new(3, 3), AttentionLayerConfig::new(2, 5)])
+        Self::new(vec![
+            AttentionLayerConfig::new(3, 3),
+            AttentionLayerConfig::new(2, 5),
+        ])
     }
 
     /// The released Market-1501 configuration (128 x 64): one attention at 1/4, 3 x 3 windows.
@@ -73,12 +76,18 @@ impl GeneratorConfig {
 
     /// The window size at attention layer `layer`, if there is one.
     pub fn kernel_at(&self, layer: usize) -> Option<usize> {
-        self.attention.iter().find(|a| a.layer == layer).map(|a| a.kernel_size)
+        self.attention
+            .iter()
+            .find(|a| a.layer == layer)
+            .map(|a| a.kernel_size)
     }
 
     pub fn init(&self, device: &Device) -> Generator {
         let layers: Vec<usize> = self.attention.iter().map(|a| a.layer).collect();
-        assert!(!layers.is_empty(), "GeneratorConfig: at least one attention layer is needed");
+        assert!(
+            !layers.is_empty(),
+            "GeneratorConfig: at least one attention layer is needed"
+        );
         for a in &self.attention {
             assert!(
                 (1..=RENDER_LAYERS).contains(&a.layer) && a.kernel_size > 0,
@@ -99,7 +108,11 @@ impl GeneratorConfig {
         let mut attention = Vec::new();
         for i in 0..RENDER_LAYERS {
             let cin = NGF * mult(RENDER_LAYERS - 1 - i);
-            let cout = if i + 1 == RENDER_LAYERS { NGF } else { NGF * mult(RENDER_LAYERS - 2 - i) };
+            let cout = if i + 1 == RENDER_LAYERS {
+                NGF
+            } else {
+                NGF * mult(RENDER_LAYERS - 2 - i)
+            };
             if let Some(k) = self.kernel_at(RENDER_LAYERS - i).filter(|_| warping) {
                 attention.push(AttentionStage {
                     attention: (self.sampling == SourceSampling::LocalAttention)
@@ -115,8 +128,13 @@ impl GeneratorConfig {
         }
         Generator {
             source: encoder(self.image_channels),
-            flow: warping
-                .then(|| FlowEstimator::new(self.image_channels + 2 * self.pose_channels, &layers, device)),
+            flow: warping.then(|| {
+                FlowEstimator::new(
+                    self.image_channels + 2 * self.pose_channels,
+                    &layers,
+                    device,
+                )
+            }),
             renderer: TextureRenderer {
                 encoder: encoder(if warping {
                     self.pose_channels
@@ -171,20 +189,29 @@ pub struct AttentionStage {
 
 impl AttentionStage {
     /// The sampled source features and, for the attentions, their weights.
-    fn sample(&self, source: Tensor<4>, target: Tensor<4>, flow: Tensor<4>) -> (Tensor<4>, Option<Tensor<4>>) {
+    fn sample(
+        &self,
+        source: Tensor<4>,
+        target: Tensor<4>,
+        flow: Tensor<4>,
+    ) -> (Tensor<4>, Option<Tensor<4>>) {
         match (&self.attention, self.sampling) {
             (Some(attention), _) => {
                 let out = attention.forward(source, target, flow);
                 (out.features, Some(out.weights))
             }
-            (None, SourceSampling::Bilinear) => (warp_bilinear(source, flow, Padding::Border), None),
+            (None, SourceSampling::Bilinear) => {
+                (warp_bilinear(source, flow, Padding::Border), None)
+            }
             (None, _) => {
                 let [b, c, h, w] = source.dims();
                 let s = source.reshape([b, c, h * w]);
                 let t = target.reshape([b, c, h * w]);
                 // [B, N_target, N_source], softmax over the source positions.
                 let weights = softmax(t.swap_dims(1, 2).matmul(s.clone()) / (c as f64).sqrt(), 2);
-                let out = s.matmul(weights.clone().swap_dims(1, 2)).reshape([b, c, h, w]);
+                let out = s
+                    .matmul(weights.clone().swap_dims(1, 2))
+                    .reshape([b, c, h, w]);
                 (out, Some(weights.reshape([b, h * w, h, w])))
             }
         }
@@ -231,14 +258,21 @@ pub struct GeneratorOutput {
 impl Generator {
     /// `source_image`: `[B, 3, H, W]` in [-1, 1]; `source_pose`, `target_pose`: heat maps
     /// `[B, 18, H, W]` in [0, 1]. `H` and `W` must be multiples of 32.
-    pub fn forward(&self, source_image: Tensor<4>, source_pose: Tensor<4>, target_pose: Tensor<4>) -> GeneratorOutput {
+    pub fn forward(
+        &self,
+        source_image: Tensor<4>,
+        source_pose: Tensor<4>,
+        target_pose: Tensor<4>,
+    ) -> GeneratorOutput {
         let [b, _, h, w] = source_image.dims();
         assert!(
             h % 32 == 0 && w % 32 == 0,
             "Generator: image size {h} x {w} must be a multiple of 32 (the flow estimator reaches 1/32)"
         );
         assert!(
-            source_pose.dims()[0] == b && target_pose.dims() == source_pose.dims() && source_pose.dims()[2..] == [h, w],
+            source_pose.dims()[0] == b
+                && target_pose.dims() == source_pose.dims()
+                && source_pose.dims()[2..] == [h, w],
             "Generator: image {:?}, source pose {:?} and target pose {:?} do not match",
             source_image.dims(),
             source_pose.dims(),
@@ -250,9 +284,17 @@ impl Generator {
         let (flows, masks, mut x) = match &self.flow {
             Some(flow) => {
                 let (flows, masks) = flow.forward(inputs);
-                (flows, masks, r.encoder.pyramid(target_pose).pop().expect("deepest level"))
+                (
+                    flows,
+                    masks,
+                    r.encoder.pyramid(target_pose).pop().expect("deepest level"),
+                )
             }
-            None => (vec![], vec![], r.encoder.pyramid(inputs).pop().expect("deepest level")),
+            None => (
+                vec![],
+                vec![],
+                r.encoder.pyramid(inputs).pop().expect("deepest level"),
+            ),
         };
         let mut attention = Vec::new();
         let mut stages = r.attention.iter().enumerate().peekable();
@@ -266,7 +308,12 @@ impl Generator {
             x = decoder.up.forward(decoder.res.forward(x));
         }
         let image = tanh(r.output.forward(x));
-        GeneratorOutput { image, flows, masks, attention }
+        GeneratorOutput {
+            image,
+            flows,
+            masks,
+            attention,
+        }
     }
 }
 
@@ -291,7 +338,11 @@ mod tests {
     fn ablations_build_and_run() {
         let device = Device::flex();
         let zeros = |c: usize| Tensor::<4>::zeros([1, c, 64, 32], &device);
-        for sampling in [SourceSampling::Bilinear, SourceSampling::GlobalAttention, SourceSampling::None] {
+        for sampling in [
+            SourceSampling::Bilinear,
+            SourceSampling::GlobalAttention,
+            SourceSampling::None,
+        ] {
             let config = GeneratorConfig::market().with_sampling(sampling);
             let g = config.init(&device);
             let out = g.forward(zeros(3), zeros(18), zeros(18));
@@ -303,7 +354,10 @@ mod tests {
                 SourceSampling::None => {
                     assert!(out.flows.is_empty());
                     // No flow net; the renderer's first norm and conv see 39 channels, not 18.
-                    assert_eq!(g.num_params(), market - attention - 6_604_753 + 21 * 2 + 21 * 64 * 16);
+                    assert_eq!(
+                        g.num_params(),
+                        market - attention - 6_604_753 + 21 * 2 + 21 * 64 * 16
+                    );
                 }
                 SourceSampling::GlobalAttention => {
                     assert_eq!(out.attention[0].dims(), [1, 128, 16, 8]);
@@ -324,7 +378,10 @@ mod tests {
             Tensor::zeros([2, 18, 128, 64], &device),
         );
         assert_eq!(out.image.dims(), [2, 3, 128, 64]);
-        assert_eq!(out.flows.iter().map(|f| f.dims()).collect::<Vec<_>>(), vec![[2, 2, 32, 16]]);
+        assert_eq!(
+            out.flows.iter().map(|f| f.dims()).collect::<Vec<_>>(),
+            vec![[2, 2, 32, 16]]
+        );
         assert_eq!(out.masks[0].dims(), [2, 1, 32, 16]);
         assert_eq!(out.attention[0].dims(), [2, 9, 32, 16]);
     }

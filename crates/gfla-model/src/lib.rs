@@ -33,7 +33,8 @@ pub use attention::{AttentionOutput, LocalAttention};
 pub use discriminator::{Discriminator, DiscriminatorConfig};
 pub use flow::{FlowEstimator, FlowHead};
 pub use generator::{
-    AttentionLayerConfig, Generator, GeneratorConfig, GeneratorOutput, SourceSampling, TextureRenderer,
+    AttentionLayerConfig, Generator, GeneratorConfig, GeneratorOutput, SourceSampling,
+    TextureRenderer,
 };
 pub use gfla_ops;
 pub use spectral::SpectralConv2d;

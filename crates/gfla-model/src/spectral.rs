@@ -32,11 +32,31 @@ fn normalize(x: Tensor<1>) -> Tensor<1> {
 }
 
 impl SpectralConv2d {
-    pub fn new(cin: usize, cout: usize, k: usize, stride: usize, padding: usize, device: &Device) -> Self {
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        device: &Device,
+    ) -> Self {
         let conv = conv(cin, cout, k, stride, padding, device);
-        let u = normalize(Tensor::random([cout], Distribution::Normal(0.0, 1.0), device));
-        let v = normalize(Tensor::random([cin * k * k], Distribution::Normal(0.0, 1.0), device));
-        Self { conv, u: RunningState::new(u), v: RunningState::new(v), padding }
+        let u = normalize(Tensor::random(
+            [cout],
+            Distribution::Normal(0.0, 1.0),
+            device,
+        ));
+        let v = normalize(Tensor::random(
+            [cin * k * k],
+            Distribution::Normal(0.0, 1.0),
+            device,
+        ));
+        Self {
+            conv,
+            u: RunningState::new(u),
+            v: RunningState::new(v),
+            padding,
+        }
     }
 
     fn matrix(&self) -> Tensor<2> {
@@ -48,12 +68,17 @@ impl SpectralConv2d {
     pub fn recompute_v(&self) {
         let w = self.matrix().detach();
         let u = self.u.value().detach();
-        self.v.update(normalize(w.transpose().matmul(u.unsqueeze_dim(1)).squeeze_dim(1)));
+        self.v.update(normalize(
+            w.transpose().matmul(u.unsqueeze_dim(1)).squeeze_dim(1),
+        ));
     }
 
     fn convolve(&self, x: Tensor<4>, u: Tensor<1>, v: Tensor<1>) -> Tensor<4> {
         let w = self.matrix();
-        let sigma = u.unsqueeze_dim::<2>(0).matmul(w.matmul(v.unsqueeze_dim(1))).reshape([1]);
+        let sigma = u
+            .unsqueeze_dim::<2>(0)
+            .matmul(w.matmul(v.unsqueeze_dim(1)))
+            .reshape([1]);
         let weight = self.conv.weight.val() / sigma.reshape([1, 1, 1, 1]);
         let s = self.conv.stride;
         let p = self.padding;
@@ -73,7 +98,12 @@ impl SpectralConv2d {
     /// Training mode: one power iteration, then normalise.
     pub fn forward_train(&self, x: Tensor<4>) -> Tensor<4> {
         let w = self.matrix().detach();
-        let v = normalize(w.clone().transpose().matmul(self.u.value().detach().unsqueeze_dim(1)).squeeze_dim(1));
+        let v = normalize(
+            w.clone()
+                .transpose()
+                .matmul(self.u.value().detach().unsqueeze_dim(1))
+                .squeeze_dim(1),
+        );
         let u = normalize(w.matmul(v.clone().unsqueeze_dim(1)).squeeze_dim(1));
         self.u.update(u.clone());
         self.v.update(v.clone());
@@ -99,9 +129,15 @@ mod tests {
         let x = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 1.0], [1, 2, 1, 1]), &device);
         let mut out = vec![];
         for _ in 0..30 {
-            out = sn.forward_train(x.clone()).try_into_vec_as::<f32>().unwrap();
+            out = sn
+                .forward_train(x.clone())
+                .try_into_vec_as::<f32>()
+                .unwrap();
         }
-        assert!((out[0] - 1.0).abs() < 1e-4 && (out[1] - 1.0 / 3.0).abs() < 1e-4, "{out:?}");
+        assert!(
+            (out[0] - 1.0).abs() < 1e-4 && (out[1] - 1.0 / 3.0).abs() < 1e-4,
+            "{out:?}"
+        );
         // Eval mode reuses the converged vectors.
         let eval: Vec<f32> = sn.forward(x).try_into_vec_as().unwrap();
         assert!((eval[0] - 1.0).abs() < 1e-4, "{eval:?}");

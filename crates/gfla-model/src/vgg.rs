@@ -17,7 +17,9 @@ use burn::tensor::{Device, Tensor};
 use crate::weights::WeightsError;
 
 /// Output channels of the 16 convolutions; a max-pool follows the 2nd, 4th, 8th, 12th (and 16th).
-const CHANNELS: [usize; 16] = [64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512];
+const CHANNELS: [usize; 16] = [
+    64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512,
+];
 /// torchvision's `features` index of each convolution.
 const FEATURE_INDEX: [usize; 16] = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34];
 
@@ -49,7 +51,12 @@ impl VggFeatures {
 
     /// The style-loss layers (relu2_2, relu3_4, relu4_4, relu5_2).
     pub fn style(&self) -> Vec<Tensor<4>> {
-        vec![self.relu2_2.clone(), self.relu3_4.clone(), self.relu4_4.clone(), self.relu5_2.clone()]
+        vec![
+            self.relu2_2.clone(),
+            self.relu3_4.clone(),
+            self.relu4_4.clone(),
+            self.relu5_2.clone(),
+        ]
     }
 
     /// The layer the sampling-correctness loss pairs with attention layer `layer`
@@ -100,12 +107,19 @@ impl Vgg19 {
         let path = path.as_ref();
         let shown = path.display().to_string();
         if !path.is_file() {
-            return Err(WeightsError::Read { path: shown, message: "no such file".into() });
+            return Err(WeightsError::Read {
+                path: shown,
+                message: "no such file".into(),
+            });
         }
-        let mut store = PytorchStore::from_file(path);
+        // Official keys keep the gaps of their nn.Sequential indices (model.0, model.2, ...).
+        let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
         let all = store
             .get_all_tensors()
-            .map_err(|e| WeightsError::Read { path: shown.clone(), message: e.to_string() })?
+            .map_err(|e| WeightsError::Read {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?
             .clone();
         let mut tensors = vec![];
         for (j, _) in FEATURE_INDEX.iter().enumerate() {
@@ -118,14 +132,15 @@ impl Vgg19 {
             }
         }
         let result = self.apply(tensors, None, None, false);
-        let missing: Vec<String> = result
-            .missing
-            .iter()
-            .map(|(p, _)| p.clone())
-            .collect();
+        let missing: Vec<String> = result.missing.iter().map(|(p, _)| p.clone()).collect();
         let shapes: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
         if !missing.is_empty() || !shapes.is_empty() {
-            return Err(WeightsError::Mismatch { path: shown, missing, unexpected: vec![], shapes });
+            return Err(WeightsError::Mismatch {
+                path: shown,
+                missing,
+                unexpected: vec![],
+                shapes,
+            });
         }
         Ok(())
     }
@@ -143,7 +158,17 @@ impl Vgg19 {
         let relu4_4 = c(11, c(10, c(9, relu4_1.clone())));
         let relu5_1 = c(12, pool(relu4_4.clone()));
         let relu5_2 = c(13, relu5_1.clone());
-        VggFeatures { relu1_1, relu2_1, relu2_2, relu3_1, relu3_4, relu4_1, relu4_4, relu5_1, relu5_2 }
+        VggFeatures {
+            relu1_1,
+            relu2_1,
+            relu2_2,
+            relu3_1,
+            relu3_4,
+            relu4_1,
+            relu4_4,
+            relu5_1,
+            relu5_2,
+        }
     }
 }
 

@@ -26,14 +26,23 @@ pub enum WeightsError {
         shapes: Vec<String>,
     },
     /// Two alias keys of one tensor (`conv1.*` and `model.2.*`) hold different values.
-    AliasConflict { path: String, key: String, alias: String },
+    AliasConflict {
+        path: String,
+        key: String,
+        alias: String,
+    },
 }
 
 impl fmt::Display for WeightsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Read { path, message } => write!(f, "cannot read weights {path}: {message}"),
-            Self::Mismatch { path, missing, unexpected, shapes } => {
+            Self::Mismatch {
+                path,
+                missing,
+                unexpected,
+                shapes,
+            } => {
                 write!(f, "weights {path} do not fit this network configuration")?;
                 let mut list = |what: &str, items: &[String]| -> fmt::Result {
                     if !items.is_empty() {
@@ -46,7 +55,10 @@ impl fmt::Display for WeightsError {
                 list("with the wrong shape", shapes)
             }
             Self::AliasConflict { path, key, alias } => {
-                write!(f, "weights {path}: alias keys {key} and {alias} hold different values")
+                write!(
+                    f,
+                    "weights {path}: alias keys {key} and {alias} hold different values"
+                )
             }
         }
     }
@@ -87,10 +99,16 @@ fn sequential_layer(index: &str, last: &'static str, param: &str) -> Option<Stri
 fn encoder_path(base: &str, parts: &[&str]) -> Option<String> {
     let block = match parts.first()? {
         &"block0" => "stem".to_string(),
-        name => format!("encoders.{}", name.strip_prefix("encoder")?.parse::<usize>().ok()?),
+        name => format!(
+            "encoders.{}",
+            name.strip_prefix("encoder")?.parse::<usize>().ok()?
+        ),
     };
     match parts[1..] {
-        ["model", i, p] => Some(format!("{base}{block}.{}", sequential_layer(i, "conv2", p)?)),
+        ["model", i, p] => Some(format!(
+            "{base}{block}.{}",
+            sequential_layer(i, "conv2", p)?
+        )),
         _ => None,
     }
 }
@@ -123,15 +141,24 @@ pub fn generator_path(key: &str, config: &GeneratorConfig) -> Option<String> {
         }
         ["target", dec, "0", "model", "0", "model", i, p] => {
             let d = index(dec, "decoder").filter(|d| *d < RENDER_LAYERS)?;
-            Some(format!("renderer.decoders.{d}.res.{}", sequential_layer(i, "conv2", p)?))
+            Some(format!(
+                "renderer.decoders.{d}.res.{}",
+                sequential_layer(i, "conv2", p)?
+            ))
         }
         ["target", dec, "1", "model", i, p] => {
             let d = index(dec, "decoder").filter(|d| *d < RENDER_LAYERS)?;
-            Some(format!("renderer.decoders.{d}.up.{}", sequential_layer(i, "up", p)?))
+            Some(format!(
+                "renderer.decoders.{d}.up.{}",
+                sequential_layer(i, "up", p)?
+            ))
         }
         ["target", dec, "1", "shortcut", "0", p] => {
             let d = index(dec, "decoder").filter(|d| *d < RENDER_LAYERS)?;
-            Some(format!("renderer.decoders.{d}.up.shortcut.{}", conv_param(p)?))
+            Some(format!(
+                "renderer.decoders.{d}.up.shortcut.{}",
+                conv_param(p)?
+            ))
         }
         ["target", attn, "fully_connect_layer", i, p] => {
             let stage = index(attn, "attn")?;
@@ -148,23 +175,33 @@ pub fn generator_path(key: &str, config: &GeneratorConfig) -> Option<String> {
                 "2" => "logits",
                 _ => return None,
             };
-            Some(format!("renderer.attention.{j}.attention.{conv}.{}", conv_param(p)?))
+            Some(format!(
+                "renderer.attention.{j}.attention.{conv}.{}",
+                conv_param(p)?
+            ))
         }
-        ["target", "outconv", "conv1", p] => Some(format!("renderer.output.conv.{}", conv_param(p)?)),
+        ["target", "outconv", "conv1", p] => {
+            Some(format!("renderer.output.conv.{}", conv_param(p)?))
+        }
         ["flow_net", name, ..] if *name == "block0" || name.starts_with("encoder") => {
             encoder_path("flow.", &parts[1..])
         }
         ["flow_net", dec, "model", i, p] => {
             let d = index(dec, "decoder")?;
-            Some(format!("flow.decoders.{d}.{}", sequential_layer(i, "up", p)?))
+            Some(format!(
+                "flow.decoders.{d}.{}",
+                sequential_layer(i, "up", p)?
+            ))
         }
         ["flow_net", dec, "shortcut", "0", p] => {
             let d = index(dec, "decoder")?;
             Some(format!("flow.decoders.{d}.shortcut.{}", conv_param(p)?))
         }
-        ["flow_net", jump, "conv1", p] => {
-            Some(format!("flow.jumps.{}.conv.{}", index(jump, "jump")?, conv_param(p)?))
-        }
+        ["flow_net", jump, "conv1", p] => Some(format!(
+            "flow.jumps.{}.conv.{}",
+            index(jump, "jump")?,
+            conv_param(p)?
+        )),
         ["flow_net", head, rest @ ..] if head.starts_with("output") || head.starts_with("mask") => {
             let (stage, field, p) = match rest {
                 [p] => (index(head, "output")?, "flow", *p),
@@ -205,12 +242,19 @@ pub fn load_generator_checkpoint(
     let path = path.as_ref();
     let shown = path.display().to_string();
     if !path.is_file() {
-        return Err(WeightsError::Read { path: shown, message: "no such file".into() });
+        return Err(WeightsError::Read {
+            path: shown,
+            message: "no such file".into(),
+        });
     }
-    let mut store = PytorchStore::from_file(path);
+    // Official keys keep the gaps of their nn.Sequential indices (model.0, model.2, ...).
+    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
     let all: BTreeMap<String, _> = store
         .get_all_tensors()
-        .map_err(|e| WeightsError::Read { path: shown.clone(), message: e.to_string() })?
+        .map_err(|e| WeightsError::Read {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?
         .clone();
     let mut tensors = Vec::new();
     let mut unexpected = Vec::new();
@@ -222,7 +266,11 @@ pub fn load_generator_checkpoint(
                     _ => false,
                 };
                 if !same {
-                    return Err(WeightsError::AliasConflict { path: shown, key: primary, alias: key.clone() });
+                    return Err(WeightsError::AliasConflict {
+                        path: shown,
+                        key: primary,
+                        alias: key.clone(),
+                    });
                 }
                 continue;
             }
@@ -245,7 +293,12 @@ pub fn load_generator_checkpoint(
     };
     unexpected.extend(result.unused.iter().cloned());
     if !missing.is_empty() || !shapes.is_empty() || (!partial && !unexpected.is_empty()) {
-        return Err(WeightsError::Mismatch { path: shown, missing, unexpected, shapes });
+        return Err(WeightsError::Mismatch {
+            path: shown,
+            missing,
+            unexpected,
+            shapes,
+        });
     }
     Ok(result)
 }
@@ -277,7 +330,10 @@ pub fn discriminator_path(key: &str) -> Option<String> {
         [block, seq, i, p] => {
             let block = match *block {
                 "block0" => "stem".to_string(),
-                name => format!("encoders.{}", name.strip_prefix("encoder")?.parse::<usize>().ok()?),
+                name => format!(
+                    "encoders.{}",
+                    name.strip_prefix("encoder")?.parse::<usize>().ok()?
+                ),
             };
             let conv = match (*seq, *i) {
                 ("model", "1") => "conv1",
@@ -294,16 +350,26 @@ pub fn discriminator_path(key: &str) -> Option<String> {
 /// Loads an official discriminator checkpoint (`latest_net_D.pth`) into `d`, strictly. A stray
 /// `weight` key (written by some PyTorch versions beside `weight_orig`) is ignored and a missing
 /// `weight_v` is rebuilt from `weight_u` by one power step, as PyTorch's own loader does.
-pub fn load_discriminator(d: &mut Discriminator, path: impl AsRef<Path>) -> Result<(), WeightsError> {
+pub fn load_discriminator(
+    d: &mut Discriminator,
+    path: impl AsRef<Path>,
+) -> Result<(), WeightsError> {
     let path = path.as_ref();
     let shown = path.display().to_string();
     if !path.is_file() {
-        return Err(WeightsError::Read { path: shown, message: "no such file".into() });
+        return Err(WeightsError::Read {
+            path: shown,
+            message: "no such file".into(),
+        });
     }
-    let mut store = PytorchStore::from_file(path);
+    // Official keys keep the gaps of their nn.Sequential indices (model.0, model.2, ...).
+    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
     let all = store
         .get_all_tensors()
-        .map_err(|e| WeightsError::Read { path: shown.clone(), message: e.to_string() })?
+        .map_err(|e| WeightsError::Read {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?
         .clone();
     let mut tensors = Vec::new();
     let mut unexpected = Vec::new();
@@ -329,7 +395,12 @@ pub fn load_discriminator(d: &mut Discriminator, path: impl AsRef<Path>) -> Resu
         .partition(|p| p.ends_with(".v"));
     unexpected.extend(result.unused.iter().cloned());
     if !missing.is_empty() || !shapes.is_empty() || !unexpected.is_empty() {
-        return Err(WeightsError::Mismatch { path: shown, missing, unexpected, shapes });
+        return Err(WeightsError::Mismatch {
+            path: shown,
+            missing,
+            unexpected,
+            shapes,
+        });
     }
     if !rebuild_v.is_empty() {
         for conv in d.spectral_convs() {
@@ -340,30 +411,49 @@ pub fn load_discriminator(d: &mut Discriminator, path: impl AsRef<Path>) -> Resu
 }
 
 /// Saves any module natively as safetensors, under its own module paths.
-pub fn save_safetensors<M: ModuleSnapshot>(module: &M, path: impl AsRef<Path>) -> Result<(), WeightsError> {
+pub fn save_safetensors<M: ModuleSnapshot>(
+    module: &M,
+    path: impl AsRef<Path>,
+) -> Result<(), WeightsError> {
     let path = path.as_ref();
     let mut store = SafetensorsStore::from_file(path);
-    module.save_into(&mut store).map_err(|e| WeightsError::Read {
-        path: path.display().to_string(),
-        message: format!("cannot write: {e}"),
-    })
+    module
+        .save_into(&mut store)
+        .map_err(|e| WeightsError::Read {
+            path: path.display().to_string(),
+            message: format!("cannot write: {e}"),
+        })
 }
 
 /// Loads a native safetensors file written by [`save_safetensors`], strictly.
-pub fn load_safetensors<M: ModuleSnapshot>(module: &mut M, path: impl AsRef<Path>) -> Result<(), WeightsError> {
+pub fn load_safetensors<M: ModuleSnapshot>(
+    module: &mut M,
+    path: impl AsRef<Path>,
+) -> Result<(), WeightsError> {
     let path = path.as_ref();
     let shown = path.display().to_string();
     if !path.is_file() {
-        return Err(WeightsError::Read { path: shown, message: "no such file".into() });
+        return Err(WeightsError::Read {
+            path: shown,
+            message: "no such file".into(),
+        });
     }
     let mut store = SafetensorsStore::from_file(path);
     let result = module
         .load_from(&mut store)
-        .map_err(|e| WeightsError::Read { path: shown.clone(), message: e.to_string() })?;
+        .map_err(|e| WeightsError::Read {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
     let missing: Vec<String> = result.missing.iter().map(|(p, _)| p.clone()).collect();
     let shapes: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
     if !missing.is_empty() || !shapes.is_empty() || !result.unused.is_empty() {
-        return Err(WeightsError::Mismatch { path: shown, missing, unexpected: result.unused, shapes });
+        return Err(WeightsError::Mismatch {
+            path: shown,
+            missing,
+            unexpected: result.unused,
+            shapes,
+        });
     }
     Ok(())
 }
@@ -377,34 +467,80 @@ mod tests {
         let fashion = GeneratorConfig::fashion();
         let cases = [
             ("source.block0.model.0.weight", "source.stem.norm1.gamma"),
-            ("source.encoder1.model.5.bias", "source.encoders.1.conv2.bias"),
-            ("target.encoder0.model.3.bias", "renderer.encoder.encoders.0.norm2.beta"),
-            ("target.decoder1.0.model.0.model.2.weight", "renderer.decoders.1.res.conv1.weight"),
-            ("target.decoder2.1.model.5.weight", "renderer.decoders.2.up.up.weight"),
-            ("target.decoder0.1.shortcut.0.bias", "renderer.decoders.0.up.shortcut.bias"),
-            ("target.attn0.fully_connect_layer.0.weight", "renderer.attention.0.attention.fuse.weight"),
-            ("target.attn1.fully_connect_layer.2.bias", "renderer.attention.1.attention.logits.bias"),
+            (
+                "source.encoder1.model.5.bias",
+                "source.encoders.1.conv2.bias",
+            ),
+            (
+                "target.encoder0.model.3.bias",
+                "renderer.encoder.encoders.0.norm2.beta",
+            ),
+            (
+                "target.decoder1.0.model.0.model.2.weight",
+                "renderer.decoders.1.res.conv1.weight",
+            ),
+            (
+                "target.decoder2.1.model.5.weight",
+                "renderer.decoders.2.up.up.weight",
+            ),
+            (
+                "target.decoder0.1.shortcut.0.bias",
+                "renderer.decoders.0.up.shortcut.bias",
+            ),
+            (
+                "target.attn0.fully_connect_layer.0.weight",
+                "renderer.attention.0.attention.fuse.weight",
+            ),
+            (
+                "target.attn1.fully_connect_layer.2.bias",
+                "renderer.attention.1.attention.logits.bias",
+            ),
             ("target.outconv.conv1.weight", "renderer.output.conv.weight"),
-            ("flow_net.encoder3.model.2.weight", "flow.encoders.3.conv1.weight"),
-            ("flow_net.decoder2.shortcut.0.weight", "flow.decoders.2.shortcut.weight"),
+            (
+                "flow_net.encoder3.model.2.weight",
+                "flow.encoders.3.conv1.weight",
+            ),
+            (
+                "flow_net.decoder2.shortcut.0.weight",
+                "flow.decoders.2.shortcut.weight",
+            ),
             ("flow_net.jump0.conv1.bias", "flow.jumps.0.conv.bias"),
             ("flow_net.output1.weight", "flow.heads.0.flow.weight"),
             ("flow_net.mask2.0.bias", "flow.heads.1.mask.bias"),
-            ("module.flow_net.block0.model.0.bias", "flow.stem.norm1.beta"),
+            (
+                "module.flow_net.block0.model.0.bias",
+                "flow.stem.norm1.beta",
+            ),
         ];
         for (key, path) in cases {
-            assert_eq!(generator_path(key, &fashion).as_deref(), Some(path), "{key}");
+            assert_eq!(
+                generator_path(key, &fashion).as_deref(),
+                Some(path),
+                "{key}"
+            );
         }
         let market = GeneratorConfig::market();
         assert_eq!(
             generator_path("target.attn1.fully_connect_layer.0.weight", &market).as_deref(),
             Some("renderer.attention.0.attention.fuse.weight")
         );
-        assert_eq!(generator_path("flow_net.output2.weight", &market).as_deref(), Some("flow.heads.0.flow.weight"));
+        assert_eq!(
+            generator_path("flow_net.output2.weight", &market).as_deref(),
+            Some("flow.heads.0.flow.weight")
+        );
         assert_eq!(generator_path("flow_net.output1.weight", &market), None);
-        assert_eq!(generator_path("target.attn0.fully_connect_layer.0.weight", &market), None);
-        assert_eq!(alias_of("flow_net.jump2.model.2.weight").as_deref(), Some("flow_net.jump2.conv1.weight"));
-        assert_eq!(alias_of("target.outconv.model.2.bias").as_deref(), Some("target.outconv.conv1.bias"));
+        assert_eq!(
+            generator_path("target.attn0.fully_connect_layer.0.weight", &market),
+            None
+        );
+        assert_eq!(
+            alias_of("flow_net.jump2.model.2.weight").as_deref(),
+            Some("flow_net.jump2.conv1.weight")
+        );
+        assert_eq!(
+            alias_of("target.outconv.model.2.bias").as_deref(),
+            Some("target.outconv.conv1.bias")
+        );
         assert_eq!(alias_of("target.outconv.conv1.bias"), None);
     }
 

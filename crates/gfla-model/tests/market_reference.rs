@@ -12,8 +12,12 @@ use gfla_model::{Generator, GeneratorConfig};
 fn market_generator() -> Generator {
     let config = GeneratorConfig::market();
     let mut g = config.init(&device());
-    load_generator(&mut g, &config, testdata_dir().join("model/market_G_stress.pth"))
-        .expect("the Market checkpoint loads");
+    load_generator(
+        &mut g,
+        &config,
+        testdata_dir().join("model/market_G_stress.pth"),
+    )
+    .expect("the Market checkpoint loads");
     g
 }
 
@@ -30,13 +34,37 @@ fn market_checkpoint_reproduces_the_official_outputs() {
         Tensor::cat(vec![bp2.clone(), bp1], 0),
     );
     let want = Vectors::open("model/market_stress_outputs.safetensors");
-    assert_close("img_gen", &values(out.image), &want.values("img_gen"), 1e-4, 0.0);
+    assert_close(
+        "img_gen",
+        &values(out.image),
+        &want.values("img_gen"),
+        1e-4,
+        0.0,
+    );
     assert_eq!(out.flows.len(), 1);
-    assert_close("flow_l2", &values(out.flows[0].clone()), &want.values("flow_l2"), 1e-4, 0.0);
-    assert_close("mask_l2", &values(out.masks[0].clone()), &want.values("mask_l2"), 1e-5, 0.0);
+    assert_close(
+        "flow_l2",
+        &values(out.flows[0].clone()),
+        &want.values("flow_l2"),
+        1e-4,
+        0.0,
+    );
+    assert_close(
+        "mask_l2",
+        &values(out.masks[0].clone()),
+        &want.values("mask_l2"),
+        1e-5,
+        0.0,
+    );
     // The stress weights make the flows and masks far from trivial.
-    let max_flow = want.values("flow_l2").iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    assert!(max_flow > 1.0, "reference flows should be large, got {max_flow}");
+    let max_flow = want
+        .values("flow_l2")
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(
+        max_flow > 1.0,
+        "reference flows should be large, got {max_flow}"
+    );
 }
 
 #[test]
@@ -47,28 +75,73 @@ fn market_checkpoint_intermediates_match() {
     let [p1, bp1, bp2] = ["P1", "BP1", "BP2"].map(|k| inputs.tensor::<4>(k, &device));
     let want = Vectors::open("model/market_stress_intermediates.safetensors");
     let pyramid = g.source.pyramid(p1.clone());
-    assert_close("source_feature0", &values(pyramid[2].clone()), &want.values("source_feature0"), 1e-4, 1e-5);
-    assert_close("source_feature1", &values(pyramid[1].clone()), &want.values("source_feature1"), 1e-4, 1e-5);
+    assert_close(
+        "source_feature0",
+        &values(pyramid[2].clone()),
+        &want.values("source_feature0"),
+        1e-4,
+        1e-5,
+    );
+    assert_close(
+        "source_feature1",
+        &values(pyramid[1].clone()),
+        &want.values("source_feature1"),
+        1e-4,
+        1e-5,
+    );
     let target = g.renderer.encoder.pyramid(bp2.clone()).pop().unwrap();
-    assert_close("target_encoder_out", &values(target.clone()), &want.values("target_encoder_out"), 1e-4, 1e-5);
+    assert_close(
+        "target_encoder_out",
+        &values(target.clone()),
+        &want.values("target_encoder_out"),
+        1e-4,
+        1e-5,
+    );
     let stage0 = &g.renderer.decoders[0];
     let decoded = stage0.up.forward(stage0.res.forward(target));
-    assert_close("decoder0_out", &values(decoded.clone()), &want.values("decoder0_out"), 1e-4, 1e-5);
-    let (flows, _) = g.flow.as_ref().unwrap().forward(Tensor::cat(vec![p1, bp1, bp2], 1));
-    let attn = g.renderer.attention[0].attention.as_ref().unwrap().forward(pyramid[1].clone(), decoded, flows[0].clone());
-    assert_close("attn1_out", &values(attn.features), &want.values("attn1_out"), 1e-4, 1e-5);
+    assert_close(
+        "decoder0_out",
+        &values(decoded.clone()),
+        &want.values("decoder0_out"),
+        1e-4,
+        1e-5,
+    );
+    let (flows, _) = g
+        .flow
+        .as_ref()
+        .unwrap()
+        .forward(Tensor::cat(vec![p1, bp1, bp2], 1));
+    let attn = g.renderer.attention[0].attention.as_ref().unwrap().forward(
+        pyramid[1].clone(),
+        decoded,
+        flows[0].clone(),
+    );
+    assert_close(
+        "attn1_out",
+        &values(attn.features),
+        &want.values("attn1_out"),
+        1e-4,
+        1e-5,
+    );
 }
 
 #[test]
 fn a_checkpoint_of_the_other_preset_is_refused_with_the_keys() {
     let config = GeneratorConfig::fashion();
     let mut g = config.init(&device());
-    let err = load_generator(&mut g, &config, testdata_dir().join("model/market_G_stress.pth"))
-        .expect_err("a Market checkpoint does not fit the DeepFashion network");
+    let err = load_generator(
+        &mut g,
+        &config,
+        testdata_dir().join("model/market_G_stress.pth"),
+    )
+    .expect_err("a Market checkpoint does not fit the DeepFashion network");
     let msg = err.to_string();
     assert!(matches!(err, WeightsError::Mismatch { .. }), "{msg}");
     // Market lacks the 1/8 attention and flow head, and its 1/4 attention has k = 3, not 5.
-    assert!(msg.contains("renderer.attention.0.attention.fuse.weight"), "{msg}");
+    assert!(
+        msg.contains("renderer.attention.0.attention.fuse.weight"),
+        "{msg}"
+    );
     assert!(msg.contains("flow.heads.0.flow.weight"), "{msg}");
     assert!(msg.contains("with the wrong shape"), "{msg}");
 }
@@ -78,7 +151,10 @@ fn a_missing_file_is_named() {
     let config = GeneratorConfig::market();
     let mut g = config.init(&device());
     let err = load_generator(&mut g, &config, "no/such/latest_net_G.pth").unwrap_err();
-    assert_eq!(err.to_string(), "cannot read weights no/such/latest_net_G.pth: no such file");
+    assert_eq!(
+        err.to_string(),
+        "cannot read weights no/such/latest_net_G.pth: no such file"
+    );
 }
 
 #[test]
@@ -90,7 +166,17 @@ fn native_safetensors_round_trip() {
     gfla_model::weights::save_safetensors(&g, &path).unwrap();
     let mut fresh = GeneratorConfig::market().init(&device());
     gfla_model::weights::load_safetensors(&mut fresh, &path).unwrap();
-    let probe = |g: &Generator| values(g.renderer.attention[0].attention.as_ref().unwrap().fuse.weight.val());
+    let probe = |g: &Generator| {
+        values(
+            g.renderer.attention[0]
+                .attention
+                .as_ref()
+                .unwrap()
+                .fuse
+                .weight
+                .val(),
+        )
+    };
     assert_eq!(probe(&fresh), probe(&g));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -104,9 +104,13 @@ mod tests {
             let q = residual_projector(k);
             let n = k * k;
             let apply = |g: &[f64]| -> Vec<f64> {
-                (0..n).map(|a| (0..n).map(|b| q[a * n + b] * g[b]).sum()).collect()
+                (0..n)
+                    .map(|a| (0..n).map(|b| q[a * n + b] * g[b]).sum())
+                    .collect()
             };
-            let affine: Vec<f64> = (0..n).map(|i| 0.3 * (i / k) as f64 - 2.0 * (i % k) as f64 + 7.0).collect();
+            let affine: Vec<f64> = (0..n)
+                .map(|i| 0.3 * (i / k) as f64 - 2.0 * (i % k) as f64 + 7.0)
+                .collect();
             assert!(apply(&affine).iter().all(|v| v.abs() < 1e-12));
             // A bump at the centre is not affine: its residual is the bump minus the best plane.
             let mut bump = vec![0.0; n];

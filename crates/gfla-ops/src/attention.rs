@@ -96,7 +96,9 @@ mod tests {
         );
         let flow = Tensor::<4>::zeros([1, 2, 3, 4], &device);
         let weights = Tensor::<4>::ones([1, 9, 3, 4], &device) / 9.0;
-        let out: Vec<f32> = local_attention(source, flow, weights, k).try_into_vec_as().unwrap();
+        let out: Vec<f32> = local_attention(source, flow, weights, k)
+            .try_into_vec_as()
+            .unwrap();
         // Centre cell (1, 1): the 3 x 3 mean is 5; the official op divides once more by k^2.
         assert!((out[5] - 5.0 / 9.0).abs() < 1e-6, "got {}", out[5]);
     }
@@ -113,7 +115,9 @@ mod tests {
         let mut w = vec![0.0f32; 9 * 12];
         w[5 * 12..6 * 12].fill(1.0);
         let weights = Tensor::<4>::from_data(TensorData::new(w, [1, 9, 3, 4]), &device);
-        let out: Vec<f32> = local_attention(source, flow, weights, 3).try_into_vec_as().unwrap();
+        let out: Vec<f32> = local_attention(source, flow, weights, 3)
+            .try_into_vec_as()
+            .unwrap();
         let expect: Vec<f32> = [1., 2., 3., 3., 5., 6., 7., 7., 9., 10., 11., 11.]
             .iter()
             .map(|v| v / 9.0)

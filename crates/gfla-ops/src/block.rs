@@ -86,7 +86,10 @@ pub fn extract_blocks(source: Tensor<4>, flow: Tensor<4>, k: usize) -> Tensor<4>
 /// Equal to [`extract_blocks`] with a zero flow, but the positions are integers, so it reads one
 /// pixel per sample instead of four.
 pub fn extract_blocks_identity(x: Tensor<4>, k: usize) -> Tensor<4> {
-    assert!(k > 0, "extract_blocks_identity: kernel size must be positive, got {k}");
+    assert!(
+        k > 0,
+        "extract_blocks_identity: kernel size must be positive, got {k}"
+    );
     let [b, c, h, w] = x.dims();
     let (hh, ww) = (h * k, w * k);
     let device = x.device();
@@ -139,12 +142,21 @@ mod tests {
         let device = Device::flex();
         let x = ramp([1, 1, 3, 4], &device);
         let flow = Tensor::<4>::from_data(
-            TensorData::new(vec![0.5f32; 12].into_iter().chain(vec![0.0; 12]).collect::<Vec<_>>(), [1, 2, 3, 4]),
+            TensorData::new(
+                vec![0.5f32; 12]
+                    .into_iter()
+                    .chain(vec![0.0; 12])
+                    .collect::<Vec<_>>(),
+                [1, 2, 3, 4],
+            ),
             &device,
         );
         let out: Vec<f32> = extract_blocks(x, flow, 1).try_into_vec_as().unwrap();
         // Half a pixel to the right: mean of a pixel and its right neighbour, clamped at the edge.
-        assert_eq!(out, vec![0.5, 1.5, 2.5, 3., 4.5, 5.5, 6.5, 7., 8.5, 9.5, 10.5, 11.]);
+        assert_eq!(
+            out,
+            vec![0.5, 1.5, 2.5, 3., 4.5, 5.5, 6.5, 7., 8.5, 9.5, 10.5, 11.]
+        );
     }
 
     #[test]
@@ -154,7 +166,15 @@ mod tests {
         let out: Vec<f32> = extract_blocks_identity(x, 2).try_into_vec_as().unwrap();
         // Cell (1, 1) with k = 2 reads rows 0..=1 and columns 0..=1 (offsets -1 and 0).
         let w = 8;
-        assert_eq!([out[2 * w + 2], out[2 * w + 3], out[3 * w + 2], out[3 * w + 3]], [0., 1., 4., 5.]);
+        assert_eq!(
+            [
+                out[2 * w + 2],
+                out[2 * w + 3],
+                out[3 * w + 2],
+                out[3 * w + 3]
+            ],
+            [0., 1., 4., 5.]
+        );
     }
 
     #[test]
@@ -162,7 +182,9 @@ mod tests {
         let device = Device::flex();
         let x = ramp([2, 3, 5, 4], &device);
         for k in [2usize, 3, 5] {
-            let fast: Vec<f32> = extract_blocks_identity(x.clone(), k).try_into_vec_as().unwrap();
+            let fast: Vec<f32> = extract_blocks_identity(x.clone(), k)
+                .try_into_vec_as()
+                .unwrap();
             let slow: Vec<f32> = extract_blocks(x.clone(), Tensor::zeros([2, 2, 5, 4], &device), k)
                 .try_into_vec_as()
                 .unwrap();

@@ -157,7 +157,9 @@ mod tests {
     #[test]
     fn resizing_scales_displacements_to_the_new_grid() {
         let device = Device::flex();
-        let v: Vec<f32> = std::iter::repeat_n(1.0, 8).chain(std::iter::repeat_n(-2.0, 8)).collect();
+        let v: Vec<f32> = std::iter::repeat_n(1.0, 8)
+            .chain(std::iter::repeat_n(-2.0, 8))
+            .collect();
         let flow = Tensor::<4>::from_data(TensorData::new(v, [1, 2, 2, 4]), &device);
         let out: Vec<f32> = resize_flow(flow, 8, 8).try_into_vec_as().unwrap();
         // 4 -> 8 columns doubles x; 2 -> 8 rows multiplies y by 4.
@@ -169,11 +171,17 @@ mod tests {
     fn flow_colours_follow_the_middlebury_wheel() {
         let device = Device::flex();
         // Cell 0 points right at full length, cell 1 is still.
-        let flow = Tensor::<4>::from_data(TensorData::new(vec![3.0f32, 0.0, 0.0, 0.0], [1, 2, 1, 2]), &device);
+        let flow = Tensor::<4>::from_data(
+            TensorData::new(vec![3.0f32, 0.0, 0.0, 0.0], [1, 2, 1, 2]),
+            &device,
+        );
         let c: Vec<f32> = flow_to_color(flow).try_into_vec_as().unwrap();
         // Right: between wheel entries 13 and 14 of the red-yellow ramp.
         let g = 0.5 * (221.0 + 238.0) / 255.0;
-        assert!((c[0] - 1.0).abs() < 1e-4 && (c[2] - g).abs() < 1e-4 && c[4].abs() < 1e-4, "{c:?}");
+        assert!(
+            (c[0] - 1.0).abs() < 1e-4 && (c[2] - g).abs() < 1e-4 && c[4].abs() < 1e-4,
+            "{c:?}"
+        );
         // Zero flow is white.
         assert_eq!([c[1], c[3], c[5]], [1.0, 1.0, 1.0]);
     }

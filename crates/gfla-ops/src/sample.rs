@@ -34,7 +34,13 @@ impl PixelRows {
         let rows = source
             .permute([0, 2, 3, 1])
             .reshape([batch * height * width, channels]);
-        Self { rows, batch, channels, height, width }
+        Self {
+            rows,
+            batch,
+            channels,
+            height,
+            width,
+        }
     }
 
     /// The pixels at integer positions `x`, `y` (`[B, N]`, float, clamped here onto the map):
@@ -45,8 +51,7 @@ impl PixelRows {
         let xi: Tensor<2, Int> = x.clamp(0.0, (w - 1) as f64).int();
         let yi: Tensor<2, Int> = y.clamp(0.0, (h - 1) as f64).int();
         let offsets: Vec<i64> = (0..b as i64).map(|i| i * h * w).collect();
-        let offsets =
-            Tensor::<2, Int>::from_data(TensorData::new(offsets, [b, 1]), &xi.device());
+        let offsets = Tensor::<2, Int>::from_data(TensorData::new(offsets, [b, 1]), &xi.device());
         let index = (yi * w + xi + offsets).reshape([b * n]);
         self.rows
             .clone()
@@ -81,7 +86,8 @@ pub fn bilinear_sample(
     );
     let [bx, _] = sx.dims();
     assert_eq!(
-        b, bx,
+        b,
+        bx,
         "bilinear_sample: source batch {b} (source {:?}) differs from positions batch {bx}",
         [b, c, h, w]
     );

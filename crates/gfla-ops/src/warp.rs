@@ -87,7 +87,9 @@ pub fn resample_gaussian(source: Tensor<4>, flow: Tensor<4>) -> Tensor<4> {
     let sum_x = wx.into_iter().reduce(|a, b| a + b).expect("4 taps");
     let sum_y = wy.into_iter().reduce(|a, b| a + b).expect("4 taps");
     let den = (sum_x * sum_y).unsqueeze_dim(2);
-    (num.expect("16 taps") / den).swap_dims(1, 2).reshape([b, c, h, w])
+    (num.expect("16 taps") / den)
+        .swap_dims(1, 2)
+        .reshape([b, c, h, w])
 }
 
 #[cfg(test)]
@@ -103,21 +105,37 @@ mod tests {
     }
 
     fn constant_flow(fx: f32, fy: f32, device: &Device) -> Tensor<4> {
-        let v: Vec<f32> = std::iter::repeat_n(fx, 12).chain(std::iter::repeat_n(fy, 12)).collect();
+        let v: Vec<f32> = std::iter::repeat_n(fx, 12)
+            .chain(std::iter::repeat_n(fy, 12))
+            .collect();
         Tensor::from_data(TensorData::new(v, [1, 2, 3, 4]), device)
     }
 
     #[test]
     fn integer_flow_shifts_with_border_or_zeros() {
         let device = Device::flex();
-        let border: Vec<f32> = warp_bilinear(map(&device), constant_flow(1.0, 1.0, &device), Padding::Border)
-            .try_into_vec_as()
-            .unwrap();
-        assert_eq!(border, vec![5., 6., 7., 7., 9., 10., 11., 11., 9., 10., 11., 11.]);
-        let zeros: Vec<f32> = warp_bilinear(map(&device), constant_flow(1.0, 1.0, &device), Padding::Zeros)
-            .try_into_vec_as()
-            .unwrap();
-        assert_eq!(zeros, vec![5., 6., 7., 0., 9., 10., 11., 0., 0., 0., 0., 0.]);
+        let border: Vec<f32> = warp_bilinear(
+            map(&device),
+            constant_flow(1.0, 1.0, &device),
+            Padding::Border,
+        )
+        .try_into_vec_as()
+        .unwrap();
+        assert_eq!(
+            border,
+            vec![5., 6., 7., 7., 9., 10., 11., 11., 9., 10., 11., 11.]
+        );
+        let zeros: Vec<f32> = warp_bilinear(
+            map(&device),
+            constant_flow(1.0, 1.0, &device),
+            Padding::Zeros,
+        )
+        .try_into_vec_as()
+        .unwrap();
+        assert_eq!(
+            zeros,
+            vec![5., 6., 7., 0., 9., 10., 11., 0., 0., 0., 0., 0.]
+        );
     }
 
     #[test]
@@ -139,6 +157,10 @@ mod tests {
             .unwrap();
         let g = |t: f64| (-t * t / 8.0).exp();
         let s = g(1.0) + g(0.0) + g(1.0) + g(2.0);
-        assert!((out[6] as f64 - 1.0 / (s * s)).abs() < 1e-6, "got {}", out[6]);
+        assert!(
+            (out[6] as f64 - 1.0 / (s * s)).abs() < 1e-6,
+            "got {}",
+            out[6]
+        );
     }
 }

@@ -79,7 +79,8 @@ fn gradcheck(name: &str, inputs: &[(Vec<f64>, [usize; 4])], f: impl Fn(&[Tensor<
                 .collect();
             scalar(f(&args))
         };
-        let mut directions: Vec<Vec<f64>> = (0..3).map(|_| rng.uniform(x.len(), -1.0, 1.0)).collect();
+        let mut directions: Vec<Vec<f64>> =
+            (0..3).map(|_| rng.uniform(x.len(), -1.0, 1.0)).collect();
         for c in rng.uniform(12, 0.0, x.len() as f64) {
             let mut d = vec![0.0; x.len()];
             d[c as usize] = 1.0;
@@ -122,11 +123,16 @@ fn local_attention_gradients() {
         let target = (rng.uniform(3 * 4 * 5 * 3, -1.0, 1.0), [3, 4, 5, 3]);
         let mask = (rng.uniform(3 * 5 * 3, 0.0, 1.0), [3, 1, 5, 3]);
         let r = rng.uniform(3 * 4 * 5 * 3, -1.0, 1.0);
-        gradcheck(&format!("local_attention k{k}"), &[source, flow, logits, target, mask], |x| {
-            let attended = local_attention(x[0].clone(), x[1].clone(), softmax(x[2].clone(), 1), k);
-            let out = blend(x[3].clone(), attended, x[4].clone());
-            (out * tensor(r.clone(), [3, 4, 5, 3])).sum()
-        });
+        gradcheck(
+            &format!("local_attention k{k}"),
+            &[source, flow, logits, target, mask],
+            |x| {
+                let attended =
+                    local_attention(x[0].clone(), x[1].clone(), softmax(x[2].clone(), 1), k);
+                let out = blend(x[3].clone(), attended, x[4].clone());
+                (out * tensor(r.clone(), [3, 4, 5, 3])).sum()
+            },
+        );
     }
 }
 
@@ -138,7 +144,8 @@ fn warp_gradients_both_paddings() {
         let flow = (rng.uniform(2 * 2 * 7 * 5, -6.0, 6.0), [2, 2, 7, 5]);
         let r = rng.uniform(2 * 2 * 7 * 5, -1.0, 1.0);
         gradcheck(&format!("warp {padding:?}"), &[source, flow], |x| {
-            (warp_bilinear(x[0].clone(), x[1].clone(), padding) * tensor(r.clone(), [2, 2, 7, 5])).sum()
+            (warp_bilinear(x[0].clone(), x[1].clone(), padding) * tensor(r.clone(), [2, 2, 7, 5]))
+                .sum()
         });
     }
 }
@@ -150,9 +157,11 @@ fn resample_and_correctness_gradients() {
     let target = rng.uniform(2 * 6 * 7 * 9, 0.0, 1.0);
     let flow = (rng.uniform(2 * 2 * 7 * 9, -9.0, 9.0), [2, 2, 7, 9]);
     let r = rng.uniform(2 * 6 * 7 * 9, -1.0, 1.0);
-    gradcheck("resample_gaussian", &[(source.clone(), [2, 6, 7, 9]), flow.clone()], |x| {
-        (resample_gaussian(x[0].clone(), x[1].clone()) * tensor(r.clone(), [2, 6, 7, 9])).sum()
-    });
+    gradcheck(
+        "resample_gaussian",
+        &[(source.clone(), [2, 6, 7, 9]), flow.clone()],
+        |x| (resample_gaussian(x[0].clone(), x[1].clone()) * tensor(r.clone(), [2, 6, 7, 9])).sum(),
+    );
     gradcheck("sampling_correctness", &[flow], |x| {
         sampling_correctness(
             tensor(source.clone(), [2, 6, 7, 9]),
@@ -167,9 +176,13 @@ fn affine_and_style_gradients() {
     let mut rng = Rng(5);
     for k in [3usize, 5] {
         let flow = (rng.uniform(3 * 2 * 9 * 7, -3.0, 3.0), [3, 2, 9, 7]);
-        gradcheck(&format!("affine k{k}"), &[flow], |x| affine_regularization(x[0].clone(), k));
+        gradcheck(&format!("affine k{k}"), &[flow], |x| {
+            affine_regularization(x[0].clone(), k)
+        });
     }
     let x = (rng.uniform(2 * 5 * 3 * 4, 0.0, 1.0), [2, 5, 3, 4]);
     let y = rng.uniform(2 * 5 * 3 * 4, 0.0, 1.0);
-    gradcheck("style_term", &[x], |x| style_term(x[0].clone(), tensor(y.clone(), [2, 5, 3, 4])));
+    gradcheck("style_term", &[x], |x| {
+        style_term(x[0].clone(), tensor(y.clone(), [2, 5, 3, 4]))
+    });
 }
