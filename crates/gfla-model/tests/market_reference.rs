@@ -192,3 +192,56 @@ fn market_discriminator_reproduces_the_official_scores() {
     assert_eq!(out.dims(), [2, 1, 16, 8]);
     assert_close("D output", &values(out), &io.values("output"), 1e-5, 1e-5);
 }
+
+/// Every key of the official DeepFashion generator (Appendix A of the reference document, 204
+/// keys with their shapes) maps onto exactly one parameter of `GeneratorConfig::fashion()` with
+/// the same shape, and every parameter is covered: the DeepFashion checkpoint loads as exactly
+/// as the Market one, which is tested on real values above.
+#[test]
+fn fashion_key_list_covers_the_fashion_generator_exactly() {
+    use burn::store::ModuleSnapshot;
+    use std::collections::BTreeMap;
+
+    let doc = std::fs::read_to_string(testdata_dir().join("../design/gfla-reference.md"))
+        .expect("the reference document beside the test data");
+    let start = doc.find("## Appendix A").expect("Appendix A");
+    let end = doc[start..].find("## Appendix B").expect("Appendix B") + start;
+    let parse = |s: &str| -> Vec<usize> { s.trim().split('×').map(|d| d.trim().parse().unwrap()).collect() };
+    let mut official: Vec<(String, Vec<usize>)> = vec![];
+    for line in doc[start..end].lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() == 6 && cells[1].starts_with('`') {
+            let prefix = cells[1].trim_matches('`');
+            official.push((format!("{prefix}.weight"), parse(cells[3])));
+            official.push((format!("{prefix}.bias"), parse(cells[4])));
+        }
+    }
+    assert_eq!(official.len(), 204, "Appendix A lists 204 keys");
+
+    let config = GeneratorConfig::fashion();
+    let g = config.init(&device());
+    let params: BTreeMap<String, Vec<usize>> = g
+        .collect(None, None, false)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect();
+    let mut covered = BTreeMap::new();
+    let mut aliases = 0;
+    for (key, shape) in &official {
+        let path = match gfla_model::weights::generator_path(key, &config) {
+            Some(path) => path,
+            None if key.contains(".model.2.") && (key.contains("jump") || key.contains("outconv")) => {
+                aliases += 1;
+                continue;
+            }
+            None => panic!("official key {key} has no place in the DeepFashion generator"),
+        };
+        let want = params.get(&path).unwrap_or_else(|| panic!("{key} -> {path}: no such parameter"));
+        assert_eq!(want, shape, "{key} -> {path}");
+        assert!(covered.insert(path.clone(), key.clone()).is_none(), "{path} mapped twice");
+    }
+    assert_eq!(aliases, 8, "the 8 alias keys of the jumps and the output layer");
+    let uncovered: Vec<&String> = params.keys().filter(|p| !covered.contains_key(*p)).collect();
+    assert!(uncovered.is_empty(), "parameters no official key fills: {uncovered:?}");
+    assert_eq!(covered.len(), 196);
+}
