@@ -202,7 +202,7 @@ impl ReflectConv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::{Module, Param};
+    use burn::module::Module;
 
     #[test]
     fn block_shapes_and_parameter_counts_match_the_official_blocks() {

@@ -259,21 +259,19 @@ pub fn load_generator_checkpoint(
     let mut tensors = Vec::new();
     let mut unexpected = Vec::new();
     for (key, tensor) in &all {
-        if let Some(primary) = alias_of(key) {
-            if let Some(other) = all.get(&primary) {
-                let same = match (tensor.to_bytes(), other.to_bytes()) {
-                    (Ok(a), Ok(b)) => a[..] == b[..],
-                    _ => false,
-                };
-                if !same {
-                    return Err(WeightsError::AliasConflict {
-                        path: shown,
-                        key: primary,
-                        alias: key.clone(),
-                    });
-                }
-                continue;
+        if let Some((primary, other)) = alias_of(key).and_then(|p| all.get(&p).map(|o| (p, o))) {
+            let same = match (tensor.to_bytes(), other.to_bytes()) {
+                (Ok(a), Ok(b)) => a[..] == b[..],
+                _ => false,
+            };
+            if !same {
+                return Err(WeightsError::AliasConflict {
+                    path: shown,
+                    key: primary,
+                    alias: key.clone(),
+                });
             }
+            continue;
         }
         match generator_path(key, config) {
             Some(module_path) => {

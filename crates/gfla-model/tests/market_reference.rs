@@ -206,7 +206,12 @@ fn fashion_key_list_covers_the_fashion_generator_exactly() {
         .expect("the reference document beside the test data");
     let start = doc.find("## Appendix A").expect("Appendix A");
     let end = doc[start..].find("## Appendix B").expect("Appendix B") + start;
-    let parse = |s: &str| -> Vec<usize> { s.trim().split('×').map(|d| d.trim().parse().unwrap()).collect() };
+    let parse = |s: &str| -> Vec<usize> {
+        s.trim()
+            .split('×')
+            .map(|d| d.trim().parse().unwrap())
+            .collect()
+    };
     let mut official: Vec<(String, Vec<usize>)> = vec![];
     for line in doc[start..end].lines() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -230,18 +235,34 @@ fn fashion_key_list_covers_the_fashion_generator_exactly() {
     for (key, shape) in &official {
         let path = match gfla_model::weights::generator_path(key, &config) {
             Some(path) => path,
-            None if key.contains(".model.2.") && (key.contains("jump") || key.contains("outconv")) => {
+            None if key.contains(".model.2.")
+                && (key.contains("jump") || key.contains("outconv")) =>
+            {
                 aliases += 1;
                 continue;
             }
             None => panic!("official key {key} has no place in the DeepFashion generator"),
         };
-        let want = params.get(&path).unwrap_or_else(|| panic!("{key} -> {path}: no such parameter"));
+        let want = params
+            .get(&path)
+            .unwrap_or_else(|| panic!("{key} -> {path}: no such parameter"));
         assert_eq!(want, shape, "{key} -> {path}");
-        assert!(covered.insert(path.clone(), key.clone()).is_none(), "{path} mapped twice");
+        assert!(
+            covered.insert(path.clone(), key.clone()).is_none(),
+            "{path} mapped twice"
+        );
     }
-    assert_eq!(aliases, 8, "the 8 alias keys of the jumps and the output layer");
-    let uncovered: Vec<&String> = params.keys().filter(|p| !covered.contains_key(*p)).collect();
-    assert!(uncovered.is_empty(), "parameters no official key fills: {uncovered:?}");
+    assert_eq!(
+        aliases, 8,
+        "the 8 alias keys of the jumps and the output layer"
+    );
+    let uncovered: Vec<&String> = params
+        .keys()
+        .filter(|p| !covered.contains_key(*p))
+        .collect();
+    assert!(
+        uncovered.is_empty(),
+        "parameters no official key fills: {uncovered:?}"
+    );
     assert_eq!(covered.len(), 196);
 }

@@ -31,14 +31,14 @@ pub fn residual_projector(k: usize) -> Vec<f64> {
     let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
         - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
-    let mut inv = [[0.0f64; 3]; 3];
-    for i in 0..3 {
-        for j in 0..3 {
+    // inv[i][j] = cofactor(j, i) / det; the cyclic index trick gives the cofactor signs.
+    let inv: [[f64; 3]; 3] = std::array::from_fn(|i| {
+        std::array::from_fn(|j| {
             let (a0, a1) = ((j + 1) % 3, (j + 2) % 3);
             let (b0, b1) = ((i + 1) % 3, (i + 2) % 3);
-            inv[i][j] = (m[a0][b0] * m[a1][b1] - m[a0][b1] * m[a1][b0]) / det;
-        }
-    }
+            (m[a0][b0] * m[a1][b1] - m[a0][b1] * m[a1][b0]) / det
+        })
+    });
     let mut q = vec![0.0f64; n * n];
     for a in 0..n {
         for b in 0..n {
