@@ -136,6 +136,7 @@ fn a_checkpoint_of_the_other_preset_is_refused_with_the_keys() {
     )
     .expect_err("a Market checkpoint does not fit the DeepFashion network");
     let msg = err.to_string();
+    println!("{msg}");
     assert!(matches!(err, WeightsError::Mismatch { .. }), "{msg}");
     // Market lacks the 1/8 attention and flow head, and its 1/4 attention has k = 3, not 5.
     assert!(
