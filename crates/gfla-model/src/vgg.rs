@@ -8,13 +8,13 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::store::{ModuleSnapshot, ModuleStore, PytorchStore};
+use burn::store::ModuleSnapshot;
 use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
-use crate::weights::WeightsError;
+use crate::weights::{WeightsError, check_applied, read_pytorch, rename};
 
 /// Output channels of the 16 convolutions; a max-pool follows the 2nd, 4th, 8th, 12th (and 16th).
 const CHANNELS: [usize; 16] = [
@@ -105,44 +105,14 @@ impl Vgg19 {
     /// ignored. Every convolution must be present with the right shape.
     pub fn load_torchvision(&mut self, path: impl AsRef<Path>) -> Result<(), WeightsError> {
         let path = path.as_ref();
-        let shown = path.display().to_string();
-        if !path.is_file() {
-            return Err(WeightsError::Read {
-                path: shown,
-                message: "no such file".into(),
-            });
-        }
-        // Official keys keep the gaps of their nn.Sequential indices (model.0, model.2, ...).
-        let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
-        let all = store
-            .get_all_tensors()
-            .map_err(|e| WeightsError::Read {
-                path: shown.clone(),
-                message: e.to_string(),
-            })?
-            .clone();
-        let mut tensors = vec![];
-        for (j, _) in FEATURE_INDEX.iter().enumerate() {
-            for param in ["weight", "bias"] {
-                if let Some(t) = all.get(&Self::torchvision_key(j, param)) {
-                    let mut t = t.clone();
-                    t.name = format!("convs.{j}.{param}");
-                    tensors.push(t);
-                }
-            }
-        }
+        let all = read_pytorch(path)?;
+        let (tensors, _classifier) = rename(&all, |key| {
+            let (index, param) = key.strip_prefix("features.")?.split_once('.')?;
+            let j = FEATURE_INDEX.iter().position(|i| i.to_string() == index)?;
+            Some(format!("convs.{j}.{param}"))
+        });
         let result = self.apply(tensors, None, None, false);
-        let missing: Vec<String> = result.missing.iter().map(|(p, _)| p.clone()).collect();
-        let shapes: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
-        if !missing.is_empty() || !shapes.is_empty() {
-            return Err(WeightsError::Mismatch {
-                path: shown,
-                missing,
-                unexpected: vec![],
-                shapes,
-            });
-        }
-        Ok(())
+        check_applied(path, &result, None, |_| false)
     }
 
     /// All loss layers of `x` (`[B, 3, H, W]`, [-1, 1] as the official losses use it).

@@ -227,6 +227,81 @@ fn head_index(config: &GeneratorConfig, stage: usize) -> Option<usize> {
     stages.iter().position(|s| *s == stage)
 }
 
+/// A tensor read from a checkpoint.
+pub(crate) type StoredTensor = burn::store::burn_pack::Tensor;
+
+/// Reads every tensor of a PyTorch checkpoint (legacy or zip format) under its own key.
+pub(crate) fn read_pytorch(path: &Path) -> Result<BTreeMap<String, StoredTensor>, WeightsError> {
+    let shown = path.display().to_string();
+    if !path.is_file() {
+        return Err(WeightsError::Read {
+            path: shown,
+            message: "no such file".into(),
+        });
+    }
+    // Official keys keep the gaps of their nn.Sequential indices (model.0, model.2, ...).
+    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
+    store
+        .get_all_tensors()
+        .cloned()
+        .map_err(|e| WeightsError::Read {
+            path: shown,
+            message: e.to_string(),
+        })
+}
+
+/// Renames the stored tensors that `path_of` places, and lists the keys it does not.
+pub(crate) fn rename(
+    all: &BTreeMap<String, StoredTensor>,
+    path_of: impl Fn(&str) -> Option<String>,
+) -> (Vec<StoredTensor>, Vec<String>) {
+    let mut tensors = Vec::new();
+    let mut unexpected = Vec::new();
+    for (key, tensor) in all {
+        match path_of(key) {
+            Some(module_path) => {
+                let mut t = tensor.clone();
+                t.name = module_path;
+                tensors.push(t);
+            }
+            None => unexpected.push(key.clone()),
+        }
+    }
+    (tensors, unexpected)
+}
+
+/// Turns an apply result into an error unless every parameter was filled (except those
+/// `may_miss` accepts), every key was used (unless `unexpected` is `None`) and all shapes fit.
+pub(crate) fn check_applied(
+    path: &Path,
+    result: &ApplyResult,
+    unexpected: Option<Vec<String>>,
+    may_miss: impl Fn(&str) -> bool,
+) -> Result<(), WeightsError> {
+    let missing: Vec<String> = result
+        .missing
+        .iter()
+        .map(|(p, _)| p.clone())
+        .filter(|p| !may_miss(p))
+        .collect();
+    let shapes: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+    let unexpected: Vec<String> = unexpected
+        .map(|mut u| {
+            u.extend(result.unused.iter().cloned());
+            u
+        })
+        .unwrap_or_default();
+    if missing.is_empty() && shapes.is_empty() && unexpected.is_empty() {
+        return Ok(());
+    }
+    Err(WeightsError::Mismatch {
+        path: path.display().to_string(),
+        missing,
+        unexpected,
+        shapes,
+    })
+}
+
 /// Loads an official generator checkpoint (`latest_net_G.pth` of a `--model=pose` run, or the
 /// stage-1 `PoseFlowNetGenerator` file into [`Generator::flow`] with `partial = true`) into `g`.
 ///
@@ -240,63 +315,36 @@ pub fn load_generator_checkpoint(
     partial: bool,
 ) -> Result<ApplyResult, WeightsError> {
     let path = path.as_ref();
-    let shown = path.display().to_string();
-    if !path.is_file() {
-        return Err(WeightsError::Read {
-            path: shown,
-            message: "no such file".into(),
-        });
-    }
-    // Official keys keep the gaps of their nn.Sequential indices (model.0, model.2, ...).
-    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
-    let all: BTreeMap<String, _> = store
-        .get_all_tensors()
-        .map_err(|e| WeightsError::Read {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?
-        .clone();
-    let mut tensors = Vec::new();
-    let mut unexpected = Vec::new();
-    for (key, tensor) in &all {
-        if let Some((primary, other)) = alias_of(key).and_then(|p| all.get(&p).map(|o| (p, o))) {
-            let same = match (tensor.to_bytes(), other.to_bytes()) {
-                (Ok(a), Ok(b)) => a[..] == b[..],
-                _ => false,
-            };
-            if !same {
-                return Err(WeightsError::AliasConflict {
-                    path: shown,
-                    key: primary,
-                    alias: key.clone(),
-                });
-            }
-            continue;
+    let mut all = read_pytorch(path)?;
+    let aliases: Vec<(String, String)> = all
+        .keys()
+        .filter_map(|key| {
+            alias_of(key)
+                .filter(|p| all.contains_key(p))
+                .map(|p| (key.clone(), p))
+        })
+        .collect();
+    for (alias, primary) in aliases {
+        let same = match (all[&alias].to_bytes(), all[&primary].to_bytes()) {
+            (Ok(a), Ok(b)) => a[..] == b[..],
+            _ => false,
+        };
+        if !same {
+            let path = path.display().to_string();
+            return Err(WeightsError::AliasConflict {
+                path,
+                key: primary,
+                alias,
+            });
         }
-        match generator_path(key, config) {
-            Some(module_path) => {
-                let mut t = tensor.clone();
-                t.name = module_path;
-                tensors.push(t);
-            }
-            None => unexpected.push(key.clone()),
-        }
+        all.remove(&alias);
     }
+    let (tensors, unexpected) = rename(&all, |key| generator_path(key, config));
     let result = g.apply(tensors, None, None, false);
-    let shapes: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
-    let missing: Vec<String> = if partial {
-        vec![]
+    if partial {
+        check_applied(path, &result, None, |_| true)?;
     } else {
-        result.missing.iter().map(|(p, _)| p.clone()).collect()
-    };
-    unexpected.extend(result.unused.iter().cloned());
-    if !missing.is_empty() || !shapes.is_empty() || (!partial && !unexpected.is_empty()) {
-        return Err(WeightsError::Mismatch {
-            path: shown,
-            missing,
-            unexpected,
-            shapes,
-        });
+        check_applied(path, &result, Some(unexpected), |_| false)?;
     }
     Ok(result)
 }
@@ -353,54 +401,18 @@ pub fn load_discriminator(
     path: impl AsRef<Path>,
 ) -> Result<(), WeightsError> {
     let path = path.as_ref();
-    let shown = path.display().to_string();
-    if !path.is_file() {
-        return Err(WeightsError::Read {
-            path: shown,
-            message: "no such file".into(),
-        });
-    }
-    // Official keys keep the gaps of their nn.Sequential indices (model.0, model.2, ...).
-    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
-    let all = store
-        .get_all_tensors()
-        .map_err(|e| WeightsError::Read {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?
-        .clone();
-    let mut tensors = Vec::new();
-    let mut unexpected = Vec::new();
-    for (key, tensor) in &all {
-        if key.ends_with(".weight") && all.contains_key(&format!("{}_orig", key)) {
-            continue;
+    let all = read_pytorch(path)?;
+    let (tensors, unexpected) = rename(&all, |key| {
+        if key.ends_with(".weight") && all.contains_key(&format!("{key}_orig")) {
+            // A stray copy of the normalised weight; PyTorch ignores it too.
+            return Some(String::new());
         }
-        match discriminator_path(key) {
-            Some(module_path) => {
-                let mut t = tensor.clone();
-                t.name = module_path;
-                tensors.push(t);
-            }
-            None => unexpected.push(key.clone()),
-        }
-    }
+        discriminator_path(key)
+    });
+    let tensors: Vec<_> = tensors.into_iter().filter(|t| !t.name.is_empty()).collect();
     let result = d.apply(tensors, None, None, false);
-    let shapes: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
-    let (rebuild_v, missing): (Vec<String>, Vec<String>) = result
-        .missing
-        .iter()
-        .map(|(p, _)| p.clone())
-        .partition(|p| p.ends_with(".v"));
-    unexpected.extend(result.unused.iter().cloned());
-    if !missing.is_empty() || !shapes.is_empty() || !unexpected.is_empty() {
-        return Err(WeightsError::Mismatch {
-            path: shown,
-            missing,
-            unexpected,
-            shapes,
-        });
-    }
-    if !rebuild_v.is_empty() {
+    check_applied(path, &result, Some(unexpected), |p| p.ends_with(".v"))?;
+    if result.missing.iter().any(|(p, _)| p.ends_with(".v")) {
         for conv in d.spectral_convs() {
             conv.recompute_v();
         }
@@ -440,20 +452,10 @@ pub fn load_safetensors<M: ModuleSnapshot>(
     let result = module
         .load_from(&mut store)
         .map_err(|e| WeightsError::Read {
-            path: shown.clone(),
+            path: shown,
             message: e.to_string(),
         })?;
-    let missing: Vec<String> = result.missing.iter().map(|(p, _)| p.clone()).collect();
-    let shapes: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
-    if !missing.is_empty() || !shapes.is_empty() || !result.unused.is_empty() {
-        return Err(WeightsError::Mismatch {
-            path: shown,
-            missing,
-            unexpected: result.unused,
-            shapes,
-        });
-    }
-    Ok(())
+    check_applied(path, &result, Some(vec![]), |_| false)
 }
 
 #[cfg(test)]
