@@ -25,6 +25,7 @@ pub mod blocks;
 pub mod discriminator;
 pub mod flow;
 pub mod generator;
+pub mod pose;
 pub mod spectral;
 pub mod vgg;
 pub mod weights;
@@ -37,5 +38,6 @@ pub use generator::{
     TextureRenderer,
 };
 pub use gfla_ops;
+pub use pose::{Pose, PoseError};
 pub use spectral::SpectralConv2d;
 pub use vgg::{Vgg19, VggFeatures};

@@ -267,3 +267,29 @@ fn fashion_key_list_covers_the_fashion_generator_exactly() {
     );
     assert_eq!(covered.len(), 196);
 }
+
+/// The official heat maps BP1 / BP2 from the raw keypoints, both as annotation CSV rows and (for
+/// the source) as OpenPose JSON.
+#[test]
+fn pose_heatmaps_match_the_official_loader() {
+    use gfla_model::Pose;
+    let inputs = Vectors::open("model/market_inputs.safetensors");
+    let csv = std::fs::read_to_string(testdata_dir().join("model/market_annotation.csv")).unwrap();
+    let rows: Vec<(String, Pose)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| Pose::from_annotation_row(l).unwrap())
+        .collect();
+    assert_eq!(rows[0].0, "market_synthetic_source.png");
+    for ((_, pose), key) in rows.iter().zip(["BP1", "BP2"]) {
+        let maps: Vec<f64> = pose
+            .heatmaps([128, 64], 128, 64)
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        assert_close(key, &maps, &inputs.values(key), 1e-6, 0.0);
+    }
+    let json =
+        std::fs::read_to_string(testdata_dir().join("model/market_source_keypoints.json")).unwrap();
+    assert_eq!(Pose::from_openpose_json(&json, 0).unwrap(), rows[0].1);
+}
