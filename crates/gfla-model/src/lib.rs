@@ -25,6 +25,7 @@ pub mod blocks;
 pub mod discriminator;
 pub mod flow;
 pub mod generator;
+pub mod picture;
 pub mod pose;
 pub mod spectral;
 pub mod vgg;

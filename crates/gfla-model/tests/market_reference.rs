@@ -293,3 +293,43 @@ fn pose_heatmaps_match_the_official_loader() {
         std::fs::read_to_string(testdata_dir().join("model/market_source_keypoints.json")).unwrap();
     assert_eq!(Pose::from_openpose_json(&json, 0).unwrap(), rows[0].1);
 }
+
+/// The source picture becomes the official P1 tensor, and the generated image saved the official
+/// way matches the official PNG (truncation to 8 bits may flip a value by one where the image
+/// differs by < 1e-4).
+#[test]
+fn pictures_round_trip_like_the_official_loader_and_tensor2im() {
+    use gfla_model::picture::{image_to_tensor, tensor_to_images};
+    let device = device();
+    let inputs = Vectors::open("model/market_inputs.safetensors");
+    let source = image::open(testdata_dir().join("model/market_source_128x64.png"))
+        .unwrap()
+        .to_rgb8();
+    let p1 = image_to_tensor(&source, 128, 64, &device);
+    assert_close("P1", &values(p1.clone()), &inputs.values("P1"), 1e-6, 0.0);
+
+    let g = market_generator();
+    let [bp1, bp2] = ["BP1", "BP2"].map(|k| inputs.tensor::<4>(k, &device));
+    let out = tensor_to_images(g.forward(p1, bp1, bp2).image).remove(0);
+    let want = image::open(testdata_dir().join("model/market_stress_img_gen_b0.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(out.dimensions(), want.dimensions());
+    let diffs: Vec<i32> = out
+        .as_raw()
+        .iter()
+        .zip(want.as_raw())
+        .map(|(a, b)| (*a as i32 - *b as i32).abs())
+        .collect();
+    let exact = diffs.iter().filter(|d| **d == 0).count();
+    assert!(
+        diffs.iter().all(|d| *d <= 1),
+        "max difference {}",
+        diffs.iter().max().unwrap()
+    );
+    assert!(
+        exact * 1000 >= diffs.len() * 999,
+        "{exact} of {} values exact",
+        diffs.len()
+    );
+}
