@@ -106,12 +106,13 @@ impl Vgg19 {
     pub fn load_torchvision(&mut self, path: impl AsRef<Path>) -> Result<(), WeightsError> {
         let path = path.as_ref();
         let all = read_pytorch(path)?;
-        let (tensors, _classifier) = rename(&all, |key| {
+        // The classifier has no place here and is left unused.
+        let renamed = rename(&all, |key| {
             let (index, param) = key.strip_prefix("features.")?.split_once('.')?;
             let j = FEATURE_INDEX.iter().position(|i| i.to_string() == index)?;
             Some(format!("convs.{j}.{param}"))
         });
-        let result = self.apply(tensors, None, None, false);
+        let result = self.apply(renamed.tensors, None, None, false);
         check_applied(path, &result, None, |_| false)
     }
 

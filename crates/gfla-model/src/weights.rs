@@ -250,32 +250,45 @@ pub(crate) fn read_pytorch(path: &Path) -> Result<BTreeMap<String, StoredTensor>
         })
 }
 
+/// Tensors renamed to module paths, with the checkpoint key each came from.
+pub(crate) struct Renamed {
+    pub tensors: Vec<StoredTensor>,
+    /// Checkpoint keys with no place in the module.
+    pub unexpected: Vec<String>,
+    /// Module path -> checkpoint key, to report problems in the checkpoint's own names.
+    pub origin: BTreeMap<String, String>,
+}
+
 /// Renames the stored tensors that `path_of` places, and lists the keys it does not.
 pub(crate) fn rename(
     all: &BTreeMap<String, StoredTensor>,
     path_of: impl Fn(&str) -> Option<String>,
-) -> (Vec<StoredTensor>, Vec<String>) {
-    let mut tensors = Vec::new();
-    let mut unexpected = Vec::new();
+) -> Renamed {
+    let mut out = Renamed {
+        tensors: vec![],
+        unexpected: vec![],
+        origin: BTreeMap::new(),
+    };
     for (key, tensor) in all {
         match path_of(key) {
             Some(module_path) => {
                 let mut t = tensor.clone();
+                out.origin.insert(module_path.clone(), key.clone());
                 t.name = module_path;
-                tensors.push(t);
+                out.tensors.push(t);
             }
-            None => unexpected.push(key.clone()),
+            None => out.unexpected.push(key.clone()),
         }
     }
-    (tensors, unexpected)
+    out
 }
 
 /// Turns an apply result into an error unless every parameter was filled (except those
-/// `may_miss` accepts), every key was used (unless `unexpected` is `None`) and all shapes fit.
+/// `may_miss` accepts), every key was used (unless `renamed` is `None`) and all shapes fit.
 pub(crate) fn check_applied(
     path: &Path,
     result: &ApplyResult,
-    unexpected: Option<Vec<String>>,
+    renamed: Option<Renamed>,
     may_miss: impl Fn(&str) -> bool,
 ) -> Result<(), WeightsError> {
     let missing: Vec<String> = result
@@ -285,9 +298,17 @@ pub(crate) fn check_applied(
         .filter(|p| !may_miss(p))
         .collect();
     let shapes: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
-    let unexpected: Vec<String> = unexpected
-        .map(|mut u| {
-            u.extend(result.unused.iter().cloned());
+    // Keys that were placed but found no parameter are reported under their checkpoint name.
+    let unexpected: Vec<String> = renamed
+        .map(|r| {
+            let mut u = r.unexpected;
+            u.extend(
+                result
+                    .unused
+                    .iter()
+                    .map(|p| r.origin.get(p).unwrap_or(p).clone()),
+            );
+            u.sort();
             u
         })
         .unwrap_or_default();
@@ -339,12 +360,12 @@ pub fn load_generator_checkpoint(
         }
         all.remove(&alias);
     }
-    let (tensors, unexpected) = rename(&all, |key| generator_path(key, config));
-    let result = g.apply(tensors, None, None, false);
+    let mut renamed = rename(&all, |key| generator_path(key, config));
+    let result = g.apply(std::mem::take(&mut renamed.tensors), None, None, false);
     if partial {
         check_applied(path, &result, None, |_| true)?;
     } else {
-        check_applied(path, &result, Some(unexpected), |_| false)?;
+        check_applied(path, &result, Some(renamed), |_| false)?;
     }
     Ok(result)
 }
@@ -402,16 +423,19 @@ pub fn load_discriminator(
 ) -> Result<(), WeightsError> {
     let path = path.as_ref();
     let all = read_pytorch(path)?;
-    let (tensors, unexpected) = rename(&all, |key| {
+    let mut renamed = rename(&all, |key| {
         if key.ends_with(".weight") && all.contains_key(&format!("{key}_orig")) {
             // A stray copy of the normalised weight; PyTorch ignores it too.
             return Some(String::new());
         }
         discriminator_path(key)
     });
-    let tensors: Vec<_> = tensors.into_iter().filter(|t| !t.name.is_empty()).collect();
+    let tensors: Vec<_> = std::mem::take(&mut renamed.tensors)
+        .into_iter()
+        .filter(|t| !t.name.is_empty())
+        .collect();
     let result = d.apply(tensors, None, None, false);
-    check_applied(path, &result, Some(unexpected), |p| p.ends_with(".v"))?;
+    check_applied(path, &result, Some(renamed), |p| p.ends_with(".v"))?;
     if result.missing.iter().any(|(p, _)| p.ends_with(".v")) {
         for conv in d.spectral_convs() {
             conv.recompute_v();
@@ -455,7 +479,12 @@ pub fn load_safetensors<M: ModuleSnapshot>(
             path: shown,
             message: e.to_string(),
         })?;
-    check_applied(path, &result, Some(vec![]), |_| false)
+    let renamed = Renamed {
+        tensors: vec![],
+        unexpected: vec![],
+        origin: BTreeMap::new(),
+    };
+    check_applied(path, &result, Some(renamed), |_| false)
 }
 
 #[cfg(test)]

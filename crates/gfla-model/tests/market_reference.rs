@@ -333,3 +333,41 @@ fn pictures_round_trip_like_the_official_loader_and_tensor2im() {
         diffs.len()
     );
 }
+
+/// Partial loading (how stage 2 starts from a stage-1 file, and how an ablation reuses a
+/// checkpoint): keys without a place are skipped, everything that fits is loaded, so the flow
+/// estimator of a bilinear-sampling generator reproduces the official flows.
+#[test]
+fn partial_load_fills_what_fits() {
+    use gfla_model::SourceSampling;
+    use gfla_model::weights::load_generator_checkpoint;
+    let device = device();
+    let config = GeneratorConfig::market().with_sampling(SourceSampling::Bilinear);
+    let mut g = config.init(&device);
+    let path = testdata_dir().join("model/market_G_stress.pth");
+    // Strictly, the local-attention keys are unexpected in this network.
+    let strict = load_generator_checkpoint(&mut g, &config, &path, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        strict.contains("4 unexpected: target.attn1.fully_connect_layer"),
+        "{strict}"
+    );
+    let result = load_generator_checkpoint(&mut g, &config, &path, true).unwrap();
+    assert_eq!(result.applied.len(), 188 - 4);
+    let inputs = Vectors::open("model/market_inputs.safetensors");
+    let [p1, bp1, bp2] = ["P1", "BP1", "BP2"].map(|k| inputs.tensor::<4>(k, &device));
+    let (flows, _) = g
+        .flow
+        .as_ref()
+        .unwrap()
+        .forward(Tensor::cat(vec![p1, bp1, bp2], 1));
+    let want: Vec<f64> = Vectors::open("model/market_stress_outputs.safetensors").values("flow_l2");
+    assert_close(
+        "flow of batch element 0",
+        &values(flows[0].clone()),
+        &want[..2 * 32 * 16],
+        1e-4,
+        0.0,
+    );
+}
