@@ -22,7 +22,6 @@ pub enum Padding {
 /// and contiguous copies.
 pub(crate) struct PixelRows {
     rows: Tensor<2>,
-    batch: usize,
     channels: usize,
     height: usize,
     width: usize,
@@ -36,7 +35,6 @@ impl PixelRows {
             .reshape([batch * height * width, channels]);
         Self {
             rows,
-            batch,
             channels,
             height,
             width,
@@ -57,10 +55,6 @@ impl PixelRows {
             .clone()
             .select(0, index)
             .reshape([b, n, self.channels])
-    }
-
-    pub(crate) fn batch(&self) -> usize {
-        self.batch
     }
 }
 
@@ -129,6 +123,5 @@ pub fn bilinear_sample(
     let w_bl = (one_a * beta.clone()).unsqueeze_dim(2);
     let w_br = (alpha * beta).unsqueeze_dim(2);
     let out = tl * w_tl + tr * w_tr + bl * w_bl + br * w_br;
-    debug_assert_eq!(pixels.batch(), b);
     out.swap_dims(1, 2)
 }
