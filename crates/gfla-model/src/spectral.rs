@@ -31,6 +31,11 @@ fn normalize(x: Tensor<1>) -> Tensor<1> {
     x / norm
 }
 
+/// One half step of the power iteration: `normalize(W^T u)`.
+fn power_v(w: Tensor<2>, u: Tensor<1>) -> Tensor<1> {
+    normalize(w.transpose().matmul(u.unsqueeze_dim(1)).squeeze_dim(1))
+}
+
 impl SpectralConv2d {
     pub fn new(
         cin: usize,
@@ -66,11 +71,8 @@ impl SpectralConv2d {
 
     /// `v = normalize(W^T u)`: PyTorch's rebuild of a missing `weight_v` from `weight_u`.
     pub fn recompute_v(&self) {
-        let w = self.matrix().detach();
-        let u = self.u.value().detach();
-        self.v.update(normalize(
-            w.transpose().matmul(u.unsqueeze_dim(1)).squeeze_dim(1),
-        ));
+        self.v
+            .update(power_v(self.matrix().detach(), self.u.value().detach()));
     }
 
     fn convolve(&self, x: Tensor<4>, u: Tensor<1>, v: Tensor<1>) -> Tensor<4> {
@@ -98,12 +100,7 @@ impl SpectralConv2d {
     /// Training mode: one power iteration, then normalise.
     pub fn forward_train(&self, x: Tensor<4>) -> Tensor<4> {
         let w = self.matrix().detach();
-        let v = normalize(
-            w.clone()
-                .transpose()
-                .matmul(self.u.value().detach().unsqueeze_dim(1))
-                .squeeze_dim(1),
-        );
+        let v = power_v(w.clone(), self.u.value().detach());
         let u = normalize(w.matmul(v.clone().unsqueeze_dim(1)).squeeze_dim(1));
         self.u.update(u.clone());
         self.v.update(v.clone());

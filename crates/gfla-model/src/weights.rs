@@ -11,6 +11,7 @@ use std::path::Path;
 use burn::store::{ApplyResult, ModuleSnapshot, ModuleStore, PytorchStore, SafetensorsStore};
 
 use crate::discriminator::Discriminator;
+use crate::flow::FLOW_ENCODER_LAYERS;
 use crate::generator::{Generator, GeneratorConfig, RENDER_LAYERS};
 
 /// Why a checkpoint could not be loaded.
@@ -95,15 +96,20 @@ fn sequential_layer(index: &str, last: &'static str, param: &str) -> Option<Stri
     Some(format!("{name}.{p}"))
 }
 
-/// The encoder blocks `block0` / `encoder{i}` of an encoder at `base`.
-fn encoder_path(base: &str, parts: &[&str]) -> Option<String> {
-    let block = match parts.first()? {
-        &"block0" => "stem".to_string(),
-        name => format!(
+/// The official encoder block names: `block0` is the stem, `encoder{i}` is `encoders.{i}`.
+fn block_path(name: &str) -> Option<String> {
+    match name {
+        "block0" => Some("stem".to_string()),
+        name => Some(format!(
             "encoders.{}",
             name.strip_prefix("encoder")?.parse::<usize>().ok()?
-        ),
-    };
+        )),
+    }
+}
+
+/// The encoder blocks `block0` / `encoder{i}` of an encoder at `base`.
+fn encoder_path(base: &str, parts: &[&str]) -> Option<String> {
+    let block = block_path(parts.first()?)?;
     match parts[1..] {
         ["model", i, p] => Some(format!(
             "{base}{block}.{}",
@@ -161,15 +167,9 @@ pub fn generator_path(key: &str, config: &GeneratorConfig) -> Option<String> {
             ))
         }
         ["target", attn, "fully_connect_layer", i, p] => {
-            let stage = index(attn, "attn")?;
-            // Attention stages are stored coarse to fine, i.e. by increasing decoder stage.
-            let mut stages: Vec<usize> = config
-                .attention
-                .iter()
-                .map(|a| RENDER_LAYERS - a.layer)
-                .collect();
-            stages.sort_unstable();
-            let j = stages.iter().position(|s| *s == stage)?;
+            // attn{i} sits before renderer decoder stage i, i.e. at layer RENDER_LAYERS - i.
+            let layer = RENDER_LAYERS.checked_sub(index(attn, "attn")?)?;
+            let j = coarse_to_fine_rank(config, layer)?;
             let conv = match *i {
                 "0" => "fuse",
                 "2" => "logits",
@@ -208,23 +208,21 @@ pub fn generator_path(key: &str, config: &GeneratorConfig) -> Option<String> {
                 ["0", p] => (index(head, "mask")?, "mask", *p),
                 _ => return None,
             };
-            let j = head_index(config, stage)?;
+            // Flow decoder stage i ends at layer FLOW_ENCODER_LAYERS - 1 - i.
+            let layer = (FLOW_ENCODER_LAYERS - 1).checked_sub(stage)?;
+            let j = coarse_to_fine_rank(config, layer)?;
             Some(format!("flow.heads.{j}.{field}.{}", conv_param(p)?))
         }
         _ => None,
     }
 }
 
-/// Position among the flow heads (coarse to fine) of the head on flow decoder stage `stage`.
-fn head_index(config: &GeneratorConfig, stage: usize) -> Option<usize> {
-    use crate::flow::FLOW_ENCODER_LAYERS;
-    let mut stages: Vec<usize> = config
-        .attention
-        .iter()
-        .map(|a| FLOW_ENCODER_LAYERS - 1 - a.layer)
-        .collect();
-    stages.sort_unstable();
-    stages.iter().position(|s| *s == stage)
+/// Position of attention layer `layer` among the configured ones ordered coarse to fine, which is
+/// the order of the attention stages, flow heads, flows and masks.
+fn coarse_to_fine_rank(config: &GeneratorConfig, layer: usize) -> Option<usize> {
+    let mut layers: Vec<usize> = config.attention.iter().map(|a| a.layer).collect();
+    layers.sort_unstable_by(|a, b| b.cmp(a));
+    layers.iter().position(|l| *l == layer)
 }
 
 /// A tensor read from a checkpoint.
@@ -395,13 +393,7 @@ pub fn discriminator_path(key: &str) -> Option<String> {
     match parts.as_slice() {
         ["conv", p] => Some(format!("head.{}", param(p)?)),
         [block, seq, i, p] => {
-            let block = match *block {
-                "block0" => "stem".to_string(),
-                name => format!(
-                    "encoders.{}",
-                    name.strip_prefix("encoder")?.parse::<usize>().ok()?
-                ),
-            };
+            let block = block_path(block)?;
             let conv = match (*seq, *i) {
                 ("model", "1") => "conv1",
                 ("model", "3") => "conv2",

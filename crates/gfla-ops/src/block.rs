@@ -2,7 +2,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use crate::sample::{Padding, PixelRows, bilinear_sample};
+use crate::sample::{Padding, PixelRows, bilinear_sample, split_flow};
 
 /// Per output pixel of a `k x k`-tiled map of `h x w` cells: the in-tile offset minus `k / 2`
 /// (x and y) and the cell's grid coordinate (x and y), in the kernel's float order.
@@ -73,8 +73,7 @@ pub fn extract_blocks(source: Tensor<4>, flow: Tensor<4>, k: usize) -> Tensor<4>
         .map(|v| Tensor::<2>::from_data(TensorData::new(v, [1, hh * ww]), (&device, dtype)));
 
     let flow = upsample_tiles(flow, k).reshape([b, 2, hh * ww]);
-    let fx = flow.clone().slice_dim(1, 0..1).reshape([b, hh * ww]);
-    let fy = flow.slice_dim(1, 1..2).reshape([b, hh * ww]);
+    let (fx, fy) = split_flow(flow);
     let sx = (fx + off_x) + grid_x;
     let sy = (fy + off_y) + grid_y;
     bilinear_sample(source, sx, sy, Padding::Border).reshape([b, c, hh, ww])

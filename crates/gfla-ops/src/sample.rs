@@ -17,6 +17,14 @@ pub enum Padding {
     Zeros,
 }
 
+/// The x and y components of a flow flattened to `[B, 2, N]`, each `[B, N]`.
+pub(crate) fn split_flow(flow: Tensor<3>) -> (Tensor<2>, Tensor<2>) {
+    let [b, _, n] = flow.dims();
+    let fx = flow.clone().slice_dim(1, 0..1).reshape([b, n]);
+    let fy = flow.slice_dim(1, 1..2).reshape([b, n]);
+    (fx, fy)
+}
+
 /// A feature map laid out channels-last (`[B*H*W, C]`), so that reading one pixel's channel
 /// vector is one row of a `select`: one index per sample instead of one per sample and channel,
 /// and contiguous copies.

@@ -2,7 +2,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use crate::sample::{Padding, PixelRows, bilinear_sample};
+use crate::sample::{Padding, PixelRows, bilinear_sample, split_flow};
 
 /// Absolute sampling positions `grid + flow` of a `[B, 2, h, w]` flow, as `[B, h*w]` x and y.
 fn positions(flow: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
@@ -20,8 +20,7 @@ fn positions(flow: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
     let gx = Tensor::<2>::from_data(TensorData::new(gx, [1, h * w]), (&device, dtype));
     let gy = Tensor::<2>::from_data(TensorData::new(gy, [1, h * w]), (&device, dtype));
     let flow = flow.reshape([b, 2, h * w]);
-    let fx = flow.clone().slice_dim(1, 0..1).reshape([b, h * w]);
-    let fy = flow.slice_dim(1, 1..2).reshape([b, h * w]);
+    let (fx, fy) = split_flow(flow);
     (gx + fx, gy + fy)
 }
 
