@@ -8,8 +8,8 @@ use gfla_ops::{attend_blocks, extract_blocks, extract_blocks_identity};
 
 use crate::blocks::{conv, lrelu};
 
-/// Hidden width of the kernel-prediction network (fixed in the official code).
-const HIDDEN: usize = 128;
+/// Hidden width of the kernel-prediction network in the official code.
+pub const OFFICIAL_HIDDEN: usize = 128;
 
 /// Local attention: for every target location, a `k x k` source neighbourhood sampled at the
 /// flow is mixed with softmax weights predicted from the target and source neighbourhoods.
@@ -33,11 +33,12 @@ pub struct AttentionOutput {
 }
 
 impl LocalAttention {
-    pub fn new(channels: usize, kernel_size: usize, device: &Device) -> Self {
+    /// `hidden`: width of the kernel-prediction network ([`OFFICIAL_HIDDEN`] = 128).
+    pub fn new(channels: usize, kernel_size: usize, hidden: usize, device: &Device) -> Self {
         let k = kernel_size;
         Self {
-            fuse: conv(2 * channels, HIDDEN, k, k, 0, device),
-            logits: conv(HIDDEN, k * k, 1, 1, 0, device),
+            fuse: conv(2 * channels, hidden, k, k, 0, device),
+            logits: conv(hidden, k * k, 1, 1, 0, device),
             kernel_size,
         }
     }

@@ -30,16 +30,21 @@ pub struct FlowEstimator {
     pub heads: Vec<FlowHead>,
 }
 
-/// Base width and cap of the flow estimator (fixed in the official code: ngf 32, img_f 256).
-const NGF: usize = 32;
+/// Width cap of the flow estimator, as a multiple of its base width (official img_f 256 / ngf 32).
 const MAX_MULT: usize = 8;
 /// Encoder depth (official `encoder_layer = 5`): the input is reduced to 1/32.
 pub const FLOW_ENCODER_LAYERS: usize = 5;
 
 impl FlowEstimator {
     /// `input_channels`: 3 + 2 * pose channels (39 for 18 joints); `attention_layers`: the
-    /// scales `L` (feature size `H / 2^L`) that need a flow, any order.
-    pub fn new(input_channels: usize, attention_layers: &[usize], device: &Device) -> Self {
+    /// scales `L` (feature size `H / 2^L`) that need a flow, any order; `base`: width of the
+    /// first level (official ngf 32), doubled per level up to `8 * base`.
+    pub fn new(
+        input_channels: usize,
+        attention_layers: &[usize],
+        base: usize,
+        device: &Device,
+    ) -> Self {
         let min_layer = *attention_layers
             .iter()
             .min()
@@ -49,17 +54,17 @@ impl FlowEstimator {
             "attention layers must lie in 1..{FLOW_ENCODER_LAYERS}, got {attention_layers:?}"
         );
         let mult = |i: usize| (1usize << i).min(MAX_MULT);
-        let stem = EncoderBlock::new(input_channels, NGF, device);
+        let stem = EncoderBlock::new(input_channels, base, device);
         let encoders = (0..FLOW_ENCODER_LAYERS - 1)
-            .map(|i| EncoderBlock::new(NGF * mult(i), NGF * mult(i + 1), device))
+            .map(|i| EncoderBlock::new(base * mult(i), base * mult(i + 1), device))
             .collect();
         let n_dec = FLOW_ENCODER_LAYERS - min_layer;
         let mut decoders = Vec::new();
         let mut jumps = Vec::new();
         let mut heads = Vec::new();
-        let mut cin = NGF * mult(FLOW_ENCODER_LAYERS - 1);
+        let mut cin = base * mult(FLOW_ENCODER_LAYERS - 1);
         for i in 0..n_dec {
-            let cout = NGF * mult(FLOW_ENCODER_LAYERS - 2 - i);
+            let cout = base * mult(FLOW_ENCODER_LAYERS - 2 - i);
             decoders.push(ResBlockDecoder::new(cin, cout, cout, device));
             jumps.push(ReflectConv::new(cout, cout, device));
             if attention_layers.contains(&(FLOW_ENCODER_LAYERS - 1 - i)) {

@@ -51,11 +51,19 @@ pub struct GeneratorConfig {
     /// Source sampling at the attention layers (the ablations of the paper's Table 2).
     #[config(default = "SourceSampling::LocalAttention")]
     pub sampling: SourceSampling,
+    /// Base width of the source encoder and renderer, doubled per level up to `8x` (official
+    /// ngf 64). Smaller widths make small networks, e.g. the embedded demo model.
+    #[config(default = 64)]
+    pub channels: usize,
+    /// Base width of the flow estimator (official 32).
+    #[config(default = 32)]
+    pub flow_channels: usize,
+    /// Hidden width of the attention's kernel-prediction network (official 128).
+    #[config(default = 128)]
+    pub attention_hidden: usize,
 }
 
-/// Base width, cap and depth of the source encoder and renderer (official ngf 64, img_f 512,
-/// layers 3).
-const NGF: usize = 64;
+/// Width cap and depth of the source encoder and renderer (official img_f 512 / ngf 64, layers 3).
 const MAX_MULT: usize = 8;
 pub const RENDER_LAYERS: usize = 3;
 
@@ -96,27 +104,28 @@ impl GeneratorConfig {
                 a.kernel_size
             );
         }
+        let ngf = self.channels;
         let mult = |i: usize| (1usize << i).min(MAX_MULT);
         let warping = self.sampling != SourceSampling::None;
         let encoder = |cin: usize| Encoder {
-            stem: EncoderBlock::new(cin, NGF, device),
+            stem: EncoderBlock::new(cin, ngf, device),
             encoders: (0..RENDER_LAYERS - 1)
-                .map(|i| EncoderBlock::new(NGF * mult(i), NGF * mult(i + 1), device))
+                .map(|i| EncoderBlock::new(ngf * mult(i), ngf * mult(i + 1), device))
                 .collect(),
         };
         let mut decoders = Vec::new();
         let mut attention = Vec::new();
         for i in 0..RENDER_LAYERS {
-            let cin = NGF * mult(RENDER_LAYERS - 1 - i);
+            let cin = ngf * mult(RENDER_LAYERS - 1 - i);
             let cout = if i + 1 == RENDER_LAYERS {
-                NGF
+                ngf
             } else {
-                NGF * mult(RENDER_LAYERS - 2 - i)
+                ngf * mult(RENDER_LAYERS - 2 - i)
             };
             if let Some(k) = self.kernel_at(RENDER_LAYERS - i).filter(|_| warping) {
                 attention.push(AttentionStage {
                     attention: (self.sampling == SourceSampling::LocalAttention)
-                        .then(|| LocalAttention::new(cin, k, device)),
+                        .then(|| LocalAttention::new(cin, k, self.attention_hidden, device)),
                     stage: i,
                     sampling: self.sampling,
                 });
@@ -132,6 +141,7 @@ impl GeneratorConfig {
                 FlowEstimator::new(
                     self.image_channels + 2 * self.pose_channels,
                     &layers,
+                    self.flow_channels,
                     device,
                 )
             }),
@@ -143,7 +153,7 @@ impl GeneratorConfig {
                 }),
                 attention,
                 decoders,
-                output: ReflectConv::new(NGF, self.image_channels, device),
+                output: ReflectConv::new(ngf, self.image_channels, device),
             },
         }
     }

@@ -27,8 +27,11 @@ pub mod flow;
 pub mod generator;
 pub mod picture;
 pub mod pose;
+pub mod skeleton;
 pub mod spectral;
+pub mod transfer;
 pub mod vgg;
+pub mod visualize;
 pub mod weights;
 
 pub use attention::{AttentionOutput, LocalAttention};
@@ -39,6 +42,7 @@ pub use generator::{
     TextureRenderer,
 };
 pub use gfla_ops;
-pub use pose::{Pose, PoseError};
+pub use pose::{NamedPose, Pose, PoseError, PoseFrame};
 pub use spectral::SpectralConv2d;
+pub use transfer::{ModelSpec, PoseTransfer};
 pub use vgg::{Vgg19, VggFeatures};

@@ -200,6 +200,80 @@ impl Pose {
     }
 }
 
+/// The coordinate frame a pose file's keypoints are given in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoseFrame {
+    /// Pixels of the picture the pose was detected on (OpenPose JSON, point lists).
+    Picture,
+    /// The dataset's annotation frame (official annotation CSV rows: 256 x 176 for DeepFashion,
+    /// 128 x 64 for Market-1501).
+    Annotation,
+}
+
+/// One pose read from a file, with a name for its outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedPose {
+    /// The file stem, or the image name of an annotation row.
+    pub name: String,
+    pub pose: Pose,
+    pub frame: PoseFrame,
+}
+
+impl Pose {
+    /// Reads a pose file, telling the format by its content: an OpenPose JSON object (person
+    /// `person`), a JSON list of 18 `[x, y]`, or an official annotation CSV (every row, or the
+    /// header-less single row). Errors name the file.
+    pub fn read_file(path: &std::path::Path, person: usize) -> Result<Vec<NamedPose>, String> {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+        let stem = path
+            .file_stem()
+            .map_or_else(|| "pose".into(), |s| s.to_string_lossy().into_owned());
+        let trimmed = text.trim_start();
+        let named = |pose| NamedPose {
+            name: stem.clone(),
+            pose,
+            frame: PoseFrame::Picture,
+        };
+        let result = if trimmed.starts_with('{') {
+            Self::from_openpose_json(&text, person).map(|p| vec![named(p)])
+        } else if trimmed.starts_with('[') {
+            Self::from_points_json(&text).map(|p| vec![named(p)])
+        } else {
+            text.lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with("name:"))
+                .map(|line| {
+                    Self::from_annotation_row(line).map(|(name, pose)| NamedPose {
+                        name: std::path::Path::new(&name)
+                            .file_stem()
+                            .map_or(name.clone(), |s| s.to_string_lossy().into_owned()),
+                        pose,
+                        frame: PoseFrame::Annotation,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        match result {
+            Ok(poses) if poses.is_empty() => Err(format!("{shown}: no pose in the file")),
+            Ok(poses) => Ok(poses),
+            Err(e) => Err(format!("{shown}: {e}")),
+        }
+    }
+
+    /// The first present joint outside a `[height, width]` frame, as `(joint, [x, y])`.
+    pub fn outside(&self, frame: [usize; 2]) -> Option<(usize, [f64; 2])> {
+        self.joints.iter().enumerate().find_map(|(j, p)| {
+            p.filter(|[x, y]| *x < 0.0 || *y < 0.0 || *x > frame[1] as f64 || *y > frame[0] as f64)
+                .map(|p| (j, p))
+        })
+    }
+
+    /// The number of joints present.
+    pub fn present(&self) -> usize {
+        self.joints.iter().flatten().count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +326,50 @@ mod tests {
             Pose::from_annotation_row("a.png: [1]"),
             Err(PoseError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn pose_files_are_told_apart_by_content_and_errors_name_them() {
+        let dir = std::env::temp_dir().join(format!("gfla-pose-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let points = format!("[{}]", vec!["[1, 2]"; JOINTS].join(","));
+        let poses = Pose::read_file(&write("a.json", &points), 0).unwrap();
+        assert_eq!(
+            (poses[0].name.as_str(), poses[0].frame),
+            ("a", PoseFrame::Picture)
+        );
+        assert_eq!(poses[0].pose.joints[17], Some([1.0, 2.0]));
+        let ys = format!("[{}]", vec!["3"; JOINTS].join(","));
+        let csv = format!("name:keypoints_y:keypoints_x\nx.jpg:{ys}:{ys}\ny.jpg:{ys}:{ys}\n");
+        let poses = Pose::read_file(&write("b.csv", &csv), 0).unwrap();
+        assert_eq!(poses.len(), 2);
+        assert_eq!(
+            (poses[1].name.as_str(), poses[1].frame),
+            ("y", PoseFrame::Annotation)
+        );
+        let err = Pose::read_file(&write("c.json", r#"{"people": []}"#), 0).unwrap_err();
+        assert!(
+            err.ends_with("c.json: person 0 requested but the file has 0 people"),
+            "{err}"
+        );
+        let err = Pose::read_file(&dir.join("missing.json"), 0).unwrap_err();
+        assert!(err.contains("missing.json: "), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn joints_outside_the_frame_are_found() {
+        let mut joints = [None; JOINTS];
+        joints[2] = Some([10.0, 5.0]);
+        joints[4] = Some([70.0, 5.0]);
+        let pose = Pose { joints };
+        assert_eq!(pose.outside([128, 64]), Some((4, [70.0, 5.0])));
+        assert_eq!(pose.outside([128, 128]), None);
+        assert_eq!(pose.present(), 2);
     }
 }

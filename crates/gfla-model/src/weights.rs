@@ -468,15 +468,20 @@ pub fn load_safetensors<M: ModuleSnapshot>(
     let result = module
         .load_from(&mut store)
         .map_err(|e| WeightsError::Read {
-            path: shown,
+            path: shown.clone(),
             message: e.to_string(),
         })?;
+    check_native(&shown, &result)
+}
+
+/// Strict check of a native load: every parameter filled, every tensor used.
+pub(crate) fn check_native(origin: &str, result: &ApplyResult) -> Result<(), WeightsError> {
     let renamed = Renamed {
         tensors: vec![],
         unexpected: vec![],
         origin: BTreeMap::new(),
     };
-    check_applied(path, &result, Some(renamed), |_| false)
+    check_applied(Path::new(origin), result, Some(renamed), |_| false)
 }
 
 #[cfg(test)]
