@@ -1,0 +1,40 @@
+//! # gfla-eval
+//!
+//! Pose-transfer metrics computed the way published numbers are (issue #7): the protocol of
+//! the official GFLA `script/metrics.py` (reference §9), reproduced operation by operation
+//! rather than approximated.
+//!
+//! * [`mod@ssim`]: scikit-image SSIM in `f64` — GFLA's uniform 51×51 variant, its Gaussian
+//!   `ssim_256` variant as the script's scikit-image ran it, and the modern 11-tap setting.
+//! * [`mod@psnr`]: PSNR (data range 1), L1 and GFLA's "mae".
+//! * [`mask`]: the Market body mask (23 limbs, discs, 5×5 closing) and its annotation CSV.
+//! * [`frechet`]: Fréchet distance of two Gaussians (the arithmetic of FID).
+//! * [`networks`]: where FID's and LPIPS's networks plug in (not implemented: no weights).
+//! * [`pairing`], [`evaluate`], [`report`]: folders to pairs to metrics to a table and JSON;
+//!   the `gfla-eval` binary drives them.
+
+pub mod error;
+pub mod evaluate;
+pub mod filter;
+pub mod frechet;
+pub mod image_io;
+pub mod mask;
+pub mod networks;
+pub mod pairing;
+pub mod psnr;
+pub mod report;
+pub mod ssim;
+
+pub use error::MetricError;
+pub use evaluate::{
+    EvalOptions, MaskedMetrics, Metrics, PairMetrics, compute_metrics, evaluate_pair,
+    evaluate_pairs,
+};
+pub use frechet::{Statistics, SymmetricEigen, frechet_distance};
+pub use image_io::{Image, Resize, read_rgb8};
+pub use mask::{Annotations, Joint, Mask, Pose, apply_mask, body_mask};
+pub use networks::{FeatureExtractor, PerceptualDistance};
+pub use pairing::{Pair, PairingMode, pair_folders};
+pub use psnr::{l1, mae, psnr};
+pub use report::{Report, RunInfo};
+pub use ssim::{SsimConfig, SsimProtocol, ssim, ssim_map, ssim_plane};

@@ -1,0 +1,335 @@
+//! The evaluation report: means over all pairs, protocol notes, the readable table and the
+//! JSON document.
+//!
+//! JSON has no infinity or NaN; `serde_json` writes both as `null`. A `null` PSNR is `+inf`
+//! (identical images, counted in `counts.psnr_infinite`); `means.psnr_finite` is the mean over
+//! the finite PSNRs only. A `null` SSIM-256/SSIM-11 is NaN: skimage's result when the generated
+//! image is flat (data range 0).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::evaluate::PairMetrics;
+use crate::image_io::Resize;
+use crate::pairing::PairingMode;
+use crate::ssim::SsimProtocol;
+
+/// Metrics this crate cannot compute yet, and why.
+pub const NOT_COMPUTED: &str = "LPIPS, mask-LPIPS and FID need user-supplied network weights \
+     (AlexNet LPIPS, torchvision Inception-v3) and are not computed yet";
+
+/// Protocol note of a metric key used in tables and reports.
+pub fn protocol_note(key: &str) -> &'static str {
+    match key {
+        "ssim" => SsimProtocol::Gfla.description(),
+        "ssim_256" => SsimProtocol::Gfla256.description(),
+        "ssim_11" => SsimProtocol::Gaussian11.description(),
+        "psnr" => "skimage compare_psnr, data range 1, images in [0,1]",
+        "l1" => "mean |gt - generated| over all samples, images in [0,1]",
+        "mae" => "GFLA 'mae': sum |gt - generated| / sum (gt + generated), images in [0,1]",
+        "mask_ssim" => {
+            "SSIM (GFLA protocol) after masking both images with the target-pose body mask \
+             (background -> 0 in [-1,1], i.e. 0.5 in [0,1]); not in the GFLA script"
+        }
+        "mask_ssim_256" => "SSIM-256 on the masked images; not in the GFLA script",
+        "mask_l1" => "L1 on the masked images; not in the GFLA script",
+        _ => "",
+    }
+}
+
+/// Where the images came from and how they were paired.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub generated_dir: String,
+    pub ground_truth_dir: String,
+    pub pairing: PairingMode,
+    pub resize: Resize,
+    /// Path of the Market annotation CSV, when masked metrics were computed.
+    pub annotation: Option<String>,
+}
+
+/// Means over all pairs (`None` for masked metrics that were not computed).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Means {
+    pub ssim: f64,
+    pub ssim_256: f64,
+    pub ssim_11: f64,
+    /// Mean of all PSNRs: `+inf` as soon as one pair is identical (as numpy's mean).
+    pub psnr: f64,
+    /// Mean of the finite PSNRs (`None` when there are none).
+    pub psnr_finite: Option<f64>,
+    pub l1: f64,
+    pub mae: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_ssim: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_ssim_256: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_l1: Option<f64>,
+}
+
+/// Counts that qualify the means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub pairs: usize,
+    /// Pairs with identical images (infinite PSNR).
+    pub psnr_infinite: usize,
+}
+
+/// One metric's protocol note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ProtocolEntry {
+    pub metric: &'static str,
+    pub protocol: &'static str,
+}
+
+/// The whole report, as written to JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub generated_dir: String,
+    pub ground_truth_dir: String,
+    pub pairing: String,
+    /// `none` or `HxW`.
+    pub resize: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotation: Option<String>,
+    /// Caveats that apply to this run.
+    pub notes: Vec<String>,
+    /// How each reported metric was computed.
+    pub protocol: Vec<ProtocolEntry>,
+    pub counts: Counts,
+    pub means: Means,
+    pub not_computed: &'static str,
+    pub images: Vec<PairMetrics>,
+}
+
+impl Report {
+    /// Summarises per-pair metrics (at least one pair).
+    pub fn new(info: RunInfo, images: Vec<PairMetrics>) -> Self {
+        let n = images.len() as f64;
+        let mean = |f: &dyn Fn(&PairMetrics) -> f64| images.iter().map(f).sum::<f64>() / n;
+        let masked = images.first().is_some_and(|p| p.metrics.masked.is_some());
+        let mask_mean = |f: &dyn Fn(&PairMetrics) -> Option<f64>| {
+            masked.then(|| images.iter().filter_map(f).sum::<f64>() / n)
+        };
+        let finite: Vec<f64> = images
+            .iter()
+            .map(|p| p.metrics.psnr)
+            .filter(|v| v.is_finite())
+            .collect();
+        let means = Means {
+            ssim: mean(&|p| p.metrics.ssim),
+            ssim_256: mean(&|p| p.metrics.ssim_256),
+            ssim_11: mean(&|p| p.metrics.ssim_11),
+            psnr: mean(&|p| p.metrics.psnr),
+            psnr_finite: (!finite.is_empty())
+                .then(|| finite.iter().sum::<f64>() / finite.len() as f64),
+            l1: mean(&|p| p.metrics.l1),
+            mae: mean(&|p| p.metrics.mae),
+            mask_ssim: mask_mean(&|p| p.metrics.masked.map(|m| m.mask_ssim)),
+            mask_ssim_256: mask_mean(&|p| p.metrics.masked.map(|m| m.mask_ssim_256)),
+            mask_l1: mask_mean(&|p| p.metrics.masked.map(|m| m.mask_l1)),
+        };
+        let counts = Counts {
+            pairs: images.len(),
+            psnr_infinite: images.len() - finite.len(),
+        };
+
+        let mut notes = vec![
+            "JPEG files are decoded by the Rust `image` crate, which is not bit-exact with \
+             libjpeg (imageio/Pillow): some samples differ by a few levels, moving SSIM \
+             around the 5th decimal and PSNR around the 3rd; PNG is exact"
+                .to_string(),
+        ];
+        if let Resize::To { height, width } = info.resize {
+            notes.push(format!(
+                "both images of every pair resized to {height}x{width} (HxW, triangle filter) \
+                 before scoring; the GFLA protocol compares against pre-resized ground-truth \
+                 folders instead, so these values are not the published protocol"
+            ));
+        }
+        let mut keys = vec!["ssim", "ssim_256", "ssim_11", "psnr", "l1", "mae"];
+        if masked {
+            keys.extend(["mask_ssim", "mask_ssim_256", "mask_l1"]);
+        }
+        Self {
+            tool: env!("CARGO_PKG_NAME"),
+            version: env!("CARGO_PKG_VERSION"),
+            generated_dir: info.generated_dir,
+            ground_truth_dir: info.ground_truth_dir,
+            pairing: info.pairing.to_string(),
+            resize: info.resize.to_string(),
+            annotation: info.annotation,
+            notes,
+            protocol: keys
+                .into_iter()
+                .map(|metric| ProtocolEntry {
+                    metric,
+                    protocol: protocol_note(metric),
+                })
+                .collect(),
+            counts,
+            means,
+            not_computed: NOT_COMPUTED,
+            images,
+        }
+    }
+
+    /// The JSON document (pretty-printed).
+    pub fn to_json(&self) -> String {
+        // Serialising plain data (strings, numbers, options) cannot fail.
+        serde_json::to_string_pretty(self).expect("report serialises")
+    }
+
+    /// A readable table of the means with one protocol note per metric, then the notes.
+    pub fn table(&self) -> String {
+        let m = &self.means;
+        let mut rows: Vec<(&str, String, String)> = vec![
+            ("SSIM", value(m.ssim), protocol_note("ssim").into()),
+            (
+                "SSIM-256",
+                value(m.ssim_256),
+                protocol_note("ssim_256").into(),
+            ),
+            ("SSIM-11", value(m.ssim_11), protocol_note("ssim_11").into()),
+            ("PSNR", value(m.psnr), psnr_note(self)),
+            ("L1", value(m.l1), protocol_note("l1").into()),
+            ("MAE", value(m.mae), protocol_note("mae").into()),
+        ];
+        for (label, key, v) in [
+            ("mask-SSIM", "mask_ssim", m.mask_ssim),
+            ("mask-SSIM-256", "mask_ssim_256", m.mask_ssim_256),
+            ("mask-L1", "mask_l1", m.mask_l1),
+        ] {
+            if let Some(v) = v {
+                rows.push((label, value(v), protocol_note(key).into()));
+            }
+        }
+        let label_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
+        let value_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(5);
+        let mut out = format!(
+            "{} pairs ({} pairing, resize {})\n\n",
+            self.counts.pairs, self.pairing, self.resize
+        );
+        let _ = writeln!(
+            out,
+            "{:label_width$}  {:>value_width$}  protocol",
+            "metric", "value"
+        );
+        for (label, v, note) in &rows {
+            let _ = writeln!(out, "{label:label_width$}  {v:>value_width$}  {note}");
+        }
+        out.push('\n');
+        let _ = writeln!(out, "{NOT_COMPUTED}.");
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}.");
+        }
+        out
+    }
+}
+
+fn psnr_note(report: &Report) -> String {
+    let mut note = protocol_note("psnr").to_string();
+    let inf = report.counts.psnr_infinite;
+    if inf > 0 {
+        let _ = write!(note, "; {inf} identical pair(s) give inf");
+        if let Some(f) = report.means.psnr_finite {
+            let _ = write!(note, ", mean of the finite ones {}", value(f));
+        }
+    }
+    note
+}
+
+/// Four decimals as the GFLA script prints, `inf`/`nan` spelled out.
+fn value(v: f64) -> String {
+    if v.is_nan() {
+        "nan".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluate::{MaskedMetrics, Metrics};
+
+    fn pair(name: &str, psnr: f64, masked: bool) -> PairMetrics {
+        PairMetrics {
+            generated: name.into(),
+            ground_truth: name.into(),
+            metrics: Metrics {
+                ssim: 0.5,
+                ssim_256: 0.25,
+                ssim_11: 0.75,
+                psnr,
+                l1: 0.1,
+                mae: 0.2,
+                masked: masked.then_some(MaskedMetrics {
+                    mask_ssim: 0.9,
+                    mask_ssim_256: 0.8,
+                    mask_l1: 0.05,
+                }),
+            },
+        }
+    }
+
+    fn info() -> RunInfo {
+        RunInfo {
+            generated_dir: "gen".into(),
+            ground_truth_dir: "gt".into(),
+            pairing: PairingMode::Gfla,
+            resize: Resize::None,
+            annotation: None,
+        }
+    }
+
+    #[test]
+    fn means_counts_and_json_nulls() {
+        let report = Report::new(
+            info(),
+            vec![pair("a", 20.0, false), pair("b", f64::INFINITY, false)],
+        );
+        assert_eq!(report.means.psnr, f64::INFINITY);
+        assert_eq!(report.means.psnr_finite, Some(20.0));
+        assert_eq!(report.counts.psnr_infinite, 1);
+        assert_eq!(report.means.ssim, 0.5);
+        assert_eq!(report.means.mask_l1, None);
+
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["means"]["psnr"], serde_json::Value::Null);
+        assert_eq!(json["means"]["psnr_finite"], 20.0);
+        assert_eq!(json["images"][1]["psnr"], serde_json::Value::Null);
+        assert_eq!(json["images"][0]["generated"], "a");
+        assert!(json["means"].get("mask_ssim").is_none());
+        assert!(json["images"][0].get("mask_l1").is_none());
+
+        let table = report.table();
+        assert!(table.contains("PSNR"), "{table}");
+        assert!(table.contains("inf"), "{table}");
+        assert!(table.contains("1 identical pair(s)"), "{table}");
+        assert!(table.contains("not computed yet"), "{table}");
+    }
+
+    #[test]
+    fn masked_means_and_resize_note() {
+        let mut i = info();
+        i.resize = Resize::To {
+            height: 128,
+            width: 64,
+        };
+        let report = Report::new(i, vec![pair("a", 30.0, true)]);
+        assert_eq!(report.means.mask_ssim, Some(0.9));
+        assert_eq!(report.means.mask_l1, Some(0.05));
+        assert!(report.notes.iter().any(|n| n.contains("128x64")));
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["images"][0]["mask_ssim"], 0.9);
+        assert_eq!(json["resize"], "128x64");
+        assert!(report.table().contains("mask-SSIM"));
+    }
+}
