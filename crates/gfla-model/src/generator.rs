@@ -90,6 +90,14 @@ impl GeneratorConfig {
             .map(|a| a.kernel_size)
     }
 
+    /// The attention layers in the order of the flows, masks and attention outputs: coarse
+    /// (largest `layer`) to fine.
+    pub fn coarse_to_fine(&self) -> Vec<&AttentionLayerConfig> {
+        let mut layers: Vec<_> = self.attention.iter().collect();
+        layers.sort_by_key(|a| std::cmp::Reverse(a.layer));
+        layers
+    }
+
     pub fn init(&self, device: &Device) -> Generator {
         let layers: Vec<usize> = self.attention.iter().map(|a| a.layer).collect();
         assert!(
