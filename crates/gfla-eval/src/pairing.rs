@@ -116,7 +116,18 @@ pub fn pair_folders(
         let name = file_name(&path);
         match ground_truth_name(&name, mode) {
             Some(gt) => {
-                let ground_truth = ground_truth_dir.join(&gt);
+                let mut ground_truth = ground_truth_dir.join(&gt);
+                if mode == PairingMode::Gfla && !ground_truth.is_file() {
+                    // The script's ground truth is `<P2>.jpg`; a PNG (or .jpeg) ground-truth
+                    // folder of the same stems is taken too.
+                    if let Some(other) = ["png", "jpeg"]
+                        .iter()
+                        .map(|ext| ground_truth.with_extension(ext))
+                        .find(|p| p.is_file())
+                    {
+                        ground_truth = other;
+                    }
+                }
                 if ground_truth.is_file() {
                     pairs.push(Pair {
                         generated: path,

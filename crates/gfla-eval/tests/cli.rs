@@ -141,6 +141,18 @@ fn identical_folders_with_gfla_pairing() {
 }
 
 #[test]
+fn png_ground_truth_pairs_when_there_is_no_jpg() {
+    let s = Scratch::new("png-gt");
+    let img = pattern(64, 64);
+    save(&img, &s.gt_dir().join("b.png"));
+    save(&img, &s.gen_dir().join("a_2_b_vis.png"));
+    let report = json_report(&s, &[]);
+    assert_eq!(report["counts"]["pairs"], 1);
+    assert_eq!(report["images"][0]["ground_truth"], "b.png");
+    assert_eq!(f64_at(&report, &["means", "l1"]), 0.0);
+}
+
+#[test]
 fn known_shift_gives_known_l1_and_psnr() {
     let s = Scratch::new("shift");
     let gt = pattern(60, 56);

@@ -97,6 +97,10 @@ struct TrainArgs {
     /// Switch the adversarial term (and D) off.
     #[arg(long)]
     no_adversarial: bool,
+    /// Start from these native weights (a previous run's generator.safetensors) instead of
+    /// the orthogonal initialisation; the model is the one the file describes.
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// Held-out test pairs scored at the end (0 = none).
     #[arg(long, default_value_t = 64)]
     eval_pairs: usize,
@@ -220,6 +224,13 @@ fn run_train(args: TrainArgs) -> Result<()> {
             .with_attention_hidden(2 * c),
         ..base
     };
+    // Seeded before the weights are drawn, so that a seed fixes the whole run.
+    device.seed(config.seed);
+    let model = match &args.init {
+        Some(path) => PoseTransfer::open(path, None, &device)?,
+        None => PoseTransfer::init(spec, &device),
+    };
+    let spec = model.spec.clone();
     let data = PairDataset::open(&args.data, layout, "train")?;
     let test = PairDataset::open(&args.data, layout, "test").ok();
     let samples = match &test {
@@ -246,10 +257,8 @@ fn run_train(args: TrainArgs) -> Result<()> {
     );
     let log_path = args.out.join("losses.csv");
     let mut log = String::new();
-    // Seeded before the weights are drawn, so that a seed fixes the whole run.
-    device.seed(config.seed);
     let model = train(
-        PoseTransfer::init(spec, &device),
+        model,
         data,
         samples,
         &config,
