@@ -5,6 +5,9 @@
 //!                  [--identities-test N] [--poses N] [--seed S]
 //! gfla-train train --data DIR --out DIR [--layout market|fashion] [--config FILE.json]
 //!                  [--steps N] [--batch N] [--channels N] [--vgg FILE | --without-vgg]
+//!                  [--init WEIGHTS]
+//! gfla-train demo --data DIR --weights FILE --out assets/demo
+//! gfla-train export --weights FILE [--preset market|fashion] --out FILE.safetensors [--half]
 //! ```
 
 use std::path::PathBuf;
@@ -40,6 +43,25 @@ enum Command {
     /// Write the pose_transfer example's embedded demo: a held-out synthetic person with its
     /// pose (OpenPose JSON), a pose sequence (annotation CSV) and the weights in half precision.
     Demo(DemoArgs),
+    /// Convert weights (an official checkpoint, or a native file) into a native, self-describing
+    /// safetensors file that `pose_transfer --weights` and `train --init` take without a preset.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// The weights: an official latest_net_G.pth, or a native .safetensors.
+    #[arg(long)]
+    weights: PathBuf,
+    /// The preset of an official checkpoint (official files do not say).
+    #[arg(long, value_enum)]
+    preset: Option<LayoutArg>,
+    /// The native file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Store the weights in half precision (half the size).
+    #[arg(long)]
+    half: bool,
 }
 
 #[derive(Debug, Args)]
@@ -379,6 +401,29 @@ fn demo(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
+fn export(args: ExportArgs) -> Result<()> {
+    use burn::module::Module;
+    use burn::tensor::Device;
+    use gfla_model::{ModelSpec, PoseTransfer};
+
+    let preset = args.preset.map(|p| match p {
+        LayoutArg::Market => ModelSpec::market(),
+        LayoutArg::Fashion => ModelSpec::fashion(),
+    });
+    let model = PoseTransfer::open(&args.weights, preset, &Device::flex())?;
+    model.save(&args.out, args.half)?;
+    println!(
+        "wrote {} ({} model, {}x{}, {:.2} M parameters{})",
+        args.out.display(),
+        model.spec.name,
+        model.spec.image_size[0],
+        model.spec.image_size[1],
+        model.generator.num_params() as f64 / 1e6,
+        if args.half { ", half precision" } else { "" }
+    );
+    Ok(())
+}
+
 fn print_scores(s: &Scores) {
     println!(
         "held-out test pairs: {}\n{:<22}{:>10}{:>10}\n{:<22}{:>10.4}{:>10.4}\n{:<22}{:>10.4}{:>10.4}",
@@ -401,6 +446,7 @@ fn main() {
         Command::Synth(args) => synth(args),
         Command::Train(args) => run_train(args),
         Command::Demo(args) => demo(args),
+        Command::Export(args) => export(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
