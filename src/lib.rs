@@ -4,5 +4,11 @@
 //! tests. Applications depend on the member crates directly:
 //!
 //! * [`gfla_ops`]: the local attention, block extraction, warping, regulariser and loss kernels.
+//! * [`gfla_model`]: the networks, weights loading, poses and pictures.
+//!
+//! [`pose_transfer`] is the engine of `cargo run --example pose_transfer`.
 
+pub use gfla_model as model;
 pub use gfla_ops as ops;
+
+pub mod pose_transfer;
