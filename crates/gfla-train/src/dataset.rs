@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result, bail, ensure};
 use burn::data::dataloader::batcher::Batcher;
@@ -14,6 +15,9 @@ use gfla_model::Pose;
 use gfla_model::pose::JOINTS;
 use image::imageops::{FilterType, resize};
 use serde::{Deserialize, Serialize};
+
+use crate::augment::{Affine, Augmentation};
+use crate::synth::{Rng, mix_seed};
 
 /// Which official layout (file names, input size, annotation frame).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -81,6 +85,11 @@ pub struct PairDataset {
     pairs: Arc<Vec<(String, String)>>,
     poses: Arc<HashMap<String, Pose>>,
     layout: Layout,
+    /// Random affine transforms and their seed (the Market training augmentation).
+    augmentation: Option<(Augmentation, u64)>,
+    /// How often each pair was read: the epoch of its next draw, so that the transforms are the
+    /// same from run to run whatever order the workers read in.
+    draws: Arc<Vec<AtomicU32>>,
 }
 
 fn read_csv(path: &Path) -> Result<String> {
@@ -141,12 +150,22 @@ impl PairDataset {
                 );
             }
         }
+        let draws = Arc::new((0..pairs.len()).map(|_| AtomicU32::new(0)).collect());
         Ok(Self {
             images,
             pairs: Arc::new(pairs),
             poses: Arc::new(poses),
             layout,
+            augmentation: None,
+            draws,
         })
+    }
+
+    /// Applies random affine transforms drawn from `augmentation` with `seed` (the official
+    /// Market-1501 training does, with [`Augmentation::market`]).
+    pub fn with_augmentation(mut self, augmentation: Augmentation, seed: u64) -> Self {
+        self.augmentation = Some((augmentation, seed));
+        self
     }
 
     pub fn layout(&self) -> Layout {
@@ -155,7 +174,7 @@ impl PairDataset {
 
     /// A picture in network form, `3 x H x W` in [-1, 1] (resized with a triangle filter, as
     /// Pillow's antialiased bilinear).
-    fn picture(&self, name: &str) -> Result<Vec<f32>, DatasetError> {
+    fn picture(&self, name: &str, transform: &Affine) -> Result<Vec<f32>, DatasetError> {
         let [h, w] = self.layout.image_size();
         let img = image::open(self.images.join(name))
             .map_err(DatasetError::new)?
@@ -165,6 +184,7 @@ impl PairDataset {
         } else {
             resize(&img, w as u32, h as u32, FilterType::Triangle)
         };
+        let img = transform.apply_image(&img);
         let mut v = vec![0.0f32; 3 * h * w];
         for (x, y, p) in img.enumerate_pixels() {
             for c in 0..3 {
@@ -174,20 +194,44 @@ impl PairDataset {
         Ok(v)
     }
 
-    fn maps(&self, name: &str) -> Vec<f32> {
+    /// The heat maps of a picture's pose: keypoints scaled to the network size, moved by the
+    /// picture's transform, then drawn (truncated) as the official loader does.
+    fn maps(&self, name: &str, transform: &Affine) -> Vec<f32> {
         let [h, w] = self.layout.image_size();
-        self.poses[name].heatmaps(self.layout.annotation_frame(), h, w)
+        let [fh, fw] = self.layout.annotation_frame();
+        let pose = Pose {
+            joints: self.poses[name].joints.map(|j| {
+                j.map(|[x, y]| {
+                    let p = [x * w as f64 / fw as f64, y * h as f64 / fh as f64];
+                    transform.apply_point(p, w as u32, h as u32)
+                })
+            }),
+        };
+        pose.heatmaps([h, w], h, w)
+    }
+
+    /// The transforms of the next read of pair `index`.
+    fn transforms(&self, index: usize) -> (Affine, Affine) {
+        match &self.augmentation {
+            Some((augmentation, seed)) => {
+                let epoch = self.draws[index].fetch_add(1, Ordering::Relaxed);
+                let mut rng = Rng::new(mix_seed(&[*seed, index as u64, epoch as u64]));
+                augmentation.draw(&mut rng)
+            }
+            None => (Affine::IDENTITY, Affine::IDENTITY),
+        }
     }
 }
 
 impl Dataset<PairItem> for PairDataset {
     fn get(&self, index: usize) -> Result<PairItem, DatasetError> {
         let (from, to) = &self.pairs[index];
+        let (t1, t2) = self.transforms(index);
         Ok(PairItem {
-            p1: self.picture(from)?,
-            p2: self.picture(to)?,
-            bp1: self.maps(from),
-            bp2: self.maps(to),
+            p1: self.picture(from, &t1)?,
+            p2: self.picture(to, &t2)?,
+            bp1: self.maps(from, &t1),
+            bp2: self.maps(to, &t2),
             size: self.layout.image_size(),
             names: (from.clone(), to.clone()),
         })

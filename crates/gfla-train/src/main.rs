@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use gfla_train::augment::Augmentation;
 use gfla_train::dataset::{Layout, PairDataset};
 use gfla_train::evaluate::{Scores, score_pairs};
 use gfla_train::synth::{self, SynthConfig};
@@ -123,6 +124,10 @@ struct TrainArgs {
     /// the orthogonal initialisation; the model is the one the file describes.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Switch off the official Market training augmentation (random rotation, shift and scale
+    /// of both pictures with their keypoints); DeepFashion has none.
+    #[arg(long)]
+    no_augmentation: bool,
     /// Held-out test pairs scored at the end (0 = none).
     #[arg(long, default_value_t = 64)]
     eval_pairs: usize,
@@ -253,7 +258,10 @@ fn run_train(args: TrainArgs) -> Result<()> {
         None => PoseTransfer::init(spec, &device),
     };
     let spec = model.spec.clone();
-    let data = PairDataset::open(&args.data, layout, "train")?;
+    let mut data = PairDataset::open(&args.data, layout, "train")?;
+    if layout == Layout::Market && !args.no_augmentation {
+        data = data.with_augmentation(Augmentation::market(), config.seed);
+    }
     let test = PairDataset::open(&args.data, layout, "test").ok();
     let samples = match &test {
         Some(t) => Some(first_pairs(t, 4, &device)?),
