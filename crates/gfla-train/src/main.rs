@@ -18,7 +18,7 @@ use gfla_train::augment::Augmentation;
 use gfla_train::dataset::{Layout, PairDataset};
 use gfla_train::evaluate::{Scores, score_pairs};
 use gfla_train::synth::{self, SynthConfig};
-use gfla_train::train::{TrainConfig, first_pairs, train};
+use gfla_train::train::{Start, TrainConfig, first_pairs, load_state, train};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, Parser)]
@@ -120,6 +120,10 @@ struct TrainArgs {
     /// Switch the adversarial term (and D) off.
     #[arg(long)]
     no_adversarial: bool,
+    /// Carry on a run that stopped (killed, or with more --steps): G, D, both optimisers and
+    /// the step come back from OUT/state/, the configuration from OUT/config.json.
+    #[arg(long, conflicts_with_all = ["init", "config"])]
+    resume: bool,
     /// Start from these native weights (a previous run's generator.safetensors) instead of
     /// the orthogonal initialisation; the model is the one the file describes.
     #[arg(long)]
@@ -200,7 +204,12 @@ fn run_train(args: TrainArgs) -> Result<()> {
         LayoutArg::Market => Layout::Market,
         LayoutArg::Fashion => Layout::Fashion,
     };
-    let mut config = match &args.config {
+    let config_file = if args.resume {
+        Some(args.out.join("config.json"))
+    } else {
+        args.config.clone()
+    };
+    let mut config = match &config_file {
         Some(path) => serde_json::from_str(
             &std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?,
@@ -253,11 +262,24 @@ fn run_train(args: TrainArgs) -> Result<()> {
     };
     // Seeded before the weights are drawn, so that a seed fixes the whole run.
     device.seed(config.seed);
-    let model = match &args.init {
-        Some(path) => PoseTransfer::open(path, None, &device)?,
-        None => PoseTransfer::init(spec, &device),
+    let start = if args.resume {
+        // The spec is the one the run's own checkpoint names.
+        let spec = PoseTransfer::open(&args.out.join("generator.safetensors"), None, &device)
+            .context("--resume needs the folder of an earlier run")?
+            .spec;
+        let state = load_state(&args.out, spec, config.weights.adversarial > 0.0, &device)?;
+        println!("resuming at step {}", state.step);
+        Start::Resume(state)
+    } else {
+        Start::Fresh(match &args.init {
+            Some(path) => PoseTransfer::open(path, None, &device)?,
+            None => PoseTransfer::init(spec, &device),
+        })
     };
-    let spec = model.spec.clone();
+    let spec = match &start {
+        Start::Fresh(m) => m.spec.clone(),
+        Start::Resume(s) => s.model.spec.clone(),
+    };
     let mut data = PairDataset::open(&args.data, layout, "train")?;
     if layout == Layout::Market && !args.no_augmentation {
         data = data.with_augmentation(Augmentation::market(), config.seed);
@@ -288,7 +310,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let log_path = args.out.join("losses.csv");
     let mut log = String::new();
     let model = train(
-        model,
+        start,
         data,
         samples,
         &config,

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use burn::data::dataloader::DataLoaderBuilder;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, GradientsParams, OptimizerRecord};
+use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::{Device, Tensor};
 use gfla_model::picture::tensor_to_images;
 use gfla_model::visualize::panel;
@@ -85,7 +86,7 @@ fn scalar(t: Tensor<1>) -> f64 {
 /// checkpoints and samples into `out`. Stops with an error naming the step and the term when a
 /// loss stops being finite. `on_step` sees every step's losses.
 pub fn train(
-    mut model: PoseTransfer,
+    start: Start,
     data: PairDataset,
     samples: Option<PairBatch>,
     config: &TrainConfig,
@@ -102,20 +103,34 @@ pub fn train(
         "the correctness, perceptual and style losses need VGG19 weights"
     );
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let adam = AdamConfig::new().with_beta_1(0.0).with_beta_2(0.999);
+    let (model, mut d, mut optim_g, mut optim_d, mut step) = match start {
+        Start::Fresh(model) => {
+            let device = model.device().clone();
+            device.seed(config.seed);
+            let d = (config.weights.adversarial > 0.0)
+                .then(|| discriminator_config(&model.spec).init(&device));
+            (model, d, adam.init(), adam.init(), 0)
+        }
+        Start::Resume(state) => (
+            state.model,
+            state.discriminator,
+            adam.init().load_record(state.optim_g),
+            match state.optim_d {
+                Some(record) => adam.init().load_record(record),
+                None => adam.init(),
+            },
+            state.step,
+        ),
+    };
+    ensure!(
+        step < config.steps,
+        "the run is already at step {step} of {}",
+        config.steps
+    );
     let device = model.device().clone();
-    device.seed(config.seed);
     let spec = model.spec.clone();
     let mut g: Generator = model.generator;
-    let use_d = config.weights.adversarial > 0.0;
-    let d_config = if spec.image_size[0] >= 256 {
-        DiscriminatorConfig::fashion()
-    } else {
-        DiscriminatorConfig::market()
-    };
-    let mut d: Option<Discriminator> = use_d.then(|| d_config.init(&device));
-    let adam = AdamConfig::new().with_beta_1(0.0).with_beta_2(0.999);
-    let mut optim_g = adam.init();
-    let mut optim_d = adam.init();
     let loader = DataLoaderBuilder::new(PairBatcher)
         .batch_size(config.batch_size)
         .shuffle(config.seed)
@@ -131,7 +146,6 @@ pub fn train(
         Ok(path)
     };
 
-    let mut step = 0;
     'epochs: loop {
         for batch in loader.iter() {
             let batch = batch.map_err(|e| anyhow::anyhow!("data: {e}"))?;
@@ -199,14 +213,119 @@ pub fn train(
             }
             if step % config.checkpoint_every.max(1) == 0 || step == config.steps {
                 save(&g, "generator.safetensors")?;
+                save_state(out, step, &g, d.as_ref(), &optim_g, &optim_d)?;
             }
             if step == config.steps {
                 break 'epochs;
             }
         }
     }
-    model = PoseTransfer::new(g, spec, &device);
-    Ok(model)
+    Ok(PoseTransfer::new(g, spec, &device))
+}
+
+/// How a run starts: from a model, or from the state a previous run left in its folder.
+pub enum Start {
+    Fresh(PoseTransfer),
+    Resume(State),
+}
+
+/// Everything a run needs to carry on where it stopped: the step, G and D with their parameter
+/// identities (burnpack keeps them) and both optimisers' moments.
+pub struct State {
+    pub step: usize,
+    pub model: PoseTransfer,
+    pub discriminator: Option<Discriminator>,
+    pub optim_g: OptimizerRecord,
+    pub optim_d: Option<OptimizerRecord>,
+}
+
+fn discriminator_config(spec: &gfla_model::ModelSpec) -> DiscriminatorConfig {
+    if spec.image_size[0] >= 256 {
+        DiscriminatorConfig::fashion()
+    } else {
+        DiscriminatorConfig::market()
+    }
+}
+
+/// Writes `out/state/` (step, G, D, optimisers) through a scratch folder renamed into place,
+/// so a kill at any moment leaves the previous state or the new one, never half of one.
+fn save_state(
+    out: &Path,
+    step: usize,
+    g: &Generator,
+    d: Option<&Discriminator>,
+    optim_g: &burn::optim::ModuleOptimizer,
+    optim_d: &burn::optim::ModuleOptimizer,
+) -> Result<()> {
+    let scratch = out.join("state.tmp");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let pack = |name: &str| BurnpackStore::from_file(scratch.join(name)).overwrite(true);
+    g.save_into(&mut pack("generator.bpk"))
+        .map_err(|e| anyhow::anyhow!("cannot write the state: {e}"))?;
+    optim_g
+        .to_record()
+        .save(scratch.join("optim_g.bpk"))
+        .map_err(|e| anyhow::anyhow!("cannot write the state: {e:?}"))?;
+    if let Some(d) = d {
+        d.save_into(&mut pack("discriminator.bpk"))
+            .map_err(|e| anyhow::anyhow!("cannot write the state: {e}"))?;
+        optim_d
+            .to_record()
+            .save(scratch.join("optim_d.bpk"))
+            .map_err(|e| anyhow::anyhow!("cannot write the state: {e:?}"))?;
+    }
+    std::fs::write(scratch.join("step"), step.to_string())?;
+    let state = out.join("state");
+    let old = out.join("state.old");
+    let _ = std::fs::remove_dir_all(&old);
+    if state.exists() {
+        std::fs::rename(&state, &old)?;
+    }
+    std::fs::rename(&scratch, &state)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Reads the state a run left in `out/state/` for a model of `spec` on `device`.
+pub fn load_state(
+    out: &Path,
+    spec: gfla_model::ModelSpec,
+    adversarial: bool,
+    device: &Device,
+) -> Result<State> {
+    let dir = out.join("state");
+    let step: usize = std::fs::read_to_string(dir.join("step"))
+        .with_context(|| format!("{}: no training state to resume", out.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{}: a damaged step file", dir.display()))?;
+    let mut model = PoseTransfer::init(spec.clone(), device);
+    let path = dir.join("generator.bpk");
+    model
+        .generator
+        .load_from(&mut BurnpackStore::from_file(&path))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let record = |name: &str| -> Result<OptimizerRecord> {
+        let path = dir.join(name);
+        OptimizerRecord::load(&path).map_err(|e| anyhow::anyhow!("{}: {e:?}", path.display()))
+    };
+    let (discriminator, optim_d) = if adversarial {
+        let mut d = discriminator_config(&spec).init(device);
+        let path = dir.join("discriminator.bpk");
+        d.load_from(&mut BurnpackStore::from_file(&path))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        (Some(d), Some(record("optim_d.bpk")?))
+    } else {
+        (None, None)
+    };
+    Ok(State {
+        step,
+        model,
+        discriminator,
+        optim_g: record("optim_g.bpk")?,
+        optim_d,
+    })
 }
 
 /// One row per sample: source | target pose | target picture | generated.

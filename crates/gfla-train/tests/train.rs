@@ -8,7 +8,7 @@ use gfla_model::{GeneratorConfig, ModelSpec, PoseTransfer, Vgg19};
 use gfla_train::dataset::{Layout, PairDataset};
 use gfla_train::losses::LossWeights;
 use gfla_train::synth::{SynthConfig, generate};
-use gfla_train::train::{StepLog, TrainConfig, train};
+use gfla_train::train::{Start, StepLog, TrainConfig, load_state, train};
 
 /// The backend's random generator is one per process: tests that seed it run one at a time.
 static SEEDED: Mutex<()> = Mutex::new(());
@@ -45,9 +45,15 @@ fn run(root: &Path, config: &TrainConfig, vgg: Option<&Vgg19>) -> anyhow::Result
     let model = PoseTransfer::init(tiny_spec(), &device);
     let data = PairDataset::open(root, Layout::Market, "train")?;
     let mut logs = Vec::new();
-    train(model, data, None, config, vgg, &root.join("run"), |s| {
-        logs.push(s.clone())
-    })?;
+    train(
+        Start::Fresh(model),
+        data,
+        None,
+        config,
+        vgg,
+        &root.join("run"),
+        |s| logs.push(s.clone()),
+    )?;
     Ok(logs)
 }
 
@@ -167,5 +173,69 @@ fn the_vgg_terms_refuse_to_run_without_vgg() {
     };
     let err = run(&root, &config, None).unwrap_err().to_string();
     assert!(err.contains("need VGG19 weights"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn a_resumed_run_carries_on_exactly_where_it_stopped() {
+    let _one_at_a_time = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tiny_set("resume");
+    // No D and no augmentation: with the two pairs in one batch, every step sees the same data,
+    // so the only state is G's weights and Adam's moments.
+    let config = TrainConfig {
+        steps: 6,
+        batch_size: 2,
+        lr: 1e-3,
+        weights: LossWeights {
+            adversarial: 0.0,
+            ..LossWeights::end_to_end().without_vgg()
+        },
+        checkpoint_every: 3,
+        sample_every: 0,
+        workers: 1,
+        ..TrainConfig::default()
+    };
+    let straight = run(&root, &config, None).unwrap();
+    std::fs::remove_dir_all(root.join("run")).unwrap();
+    // A run "killed" after its step-3 checkpoint, then resumed to step 6.
+    let first = run(
+        &root,
+        &TrainConfig {
+            steps: 3,
+            ..config.clone()
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(first.len(), 3);
+    let device = Device::flex().autodiff();
+    let state = load_state(&root.join("run"), tiny_spec(), false, &device).unwrap();
+    assert_eq!(state.step, 3);
+    let data = PairDataset::open(&root, Layout::Market, "train").unwrap();
+    let mut resumed = Vec::new();
+    train(
+        Start::Resume(state),
+        data,
+        None,
+        &config,
+        None,
+        &root.join("run"),
+        |s| resumed.push(s.clone()),
+    )
+    .unwrap();
+    assert_eq!(
+        resumed.iter().map(|s| s.step).collect::<Vec<_>>(),
+        vec![4, 5, 6]
+    );
+    for (a, b) in straight[3..].iter().zip(&resumed) {
+        assert_eq!(a.terms.len(), b.terms.len());
+        for ((name, x), (_, y)) in a.terms.iter().zip(&b.terms) {
+            assert!(
+                (x - y).abs() <= 1e-6 * x.abs().max(1e-6),
+                "step {}: {name} {x} straight, {y} resumed",
+                a.step
+            );
+        }
+    }
     std::fs::remove_dir_all(&root).unwrap();
 }
