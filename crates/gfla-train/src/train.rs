@@ -224,6 +224,7 @@ pub fn train(
 }
 
 /// How a run starts: from a model, or from the state a previous run left in its folder.
+#[allow(clippy::large_enum_variant)] // made once per run and moved straight in
 pub enum Start {
     Fresh(PoseTransfer),
     Resume(State),
