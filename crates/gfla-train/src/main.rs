@@ -308,7 +308,25 @@ fn run_train(args: TrainArgs) -> Result<()> {
             .progress_chars("=> "),
     );
     let log_path = args.out.join("losses.csv");
-    let mut log = String::new();
+    // A resumed run keeps the log of the steps its state holds, and appends.
+    let resumed_at = match &start {
+        Start::Resume(state) => Some(state.step),
+        Start::Fresh(_) => None,
+    };
+    let mut log: String = match resumed_at {
+        Some(at) => std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.split(',')
+                    .next()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .is_none_or(|s| s <= at)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect(),
+        None => String::new(),
+    };
     let model = train(
         start,
         data,
