@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use gfla_train::augment::Augmentation;
 use gfla_train::dataset::{Layout, PairDataset};
 use gfla_train::evaluate::{Scores, score_pairs};
+use gfla_train::losses::LossWeights;
 use gfla_train::synth::{self, SynthConfig};
 use gfla_train::train::{Start, TrainConfig, first_pairs, load_state, train};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -117,6 +118,11 @@ struct TrainArgs {
     /// Train without VGG19: only the L1, regulariser and adversarial terms.
     #[arg(long)]
     without_vgg: bool,
+    /// `flow`: stage 1 of the official schedule, the flow estimator alone with the correctness
+    /// (20) and regulariser (0.01) terms; `end-to-end`: stage 2, every term (start it from the
+    /// stage-1 file with --init).
+    #[arg(long, value_enum, default_value_t = Stage::EndToEnd)]
+    stage: Stage,
     /// Switch the adversarial term (and D) off.
     #[arg(long)]
     no_adversarial: bool,
@@ -135,6 +141,12 @@ struct TrainArgs {
     /// Held-out test pairs scored at the end (0 = none).
     #[arg(long, default_value_t = 64)]
     eval_pairs: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Stage {
+    Flow,
+    EndToEnd,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -221,6 +233,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
     config.batch_size = args.batch.unwrap_or(config.batch_size);
     config.lr = args.lr.unwrap_or(config.lr);
     config.seed = args.seed.unwrap_or(config.seed);
+    if args.stage == Stage::Flow {
+        config.weights = LossWeights::flow_pretraining();
+    }
     if args.no_adversarial {
         config.weights.adversarial = 0.0;
     }
