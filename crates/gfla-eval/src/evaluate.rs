@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::MetricError;
 use crate::image_io::{Image, Resize, read_rgb8};
 use crate::mask::{Annotations, MARKET_SIZE, Mask, apply_mask, body_mask};
+use crate::networks::PerceptualDistance;
 use crate::pairing::{Pair, file_name};
 use crate::psnr::{l1, mae, psnr};
 use crate::ssim::SsimProtocol;
@@ -91,8 +92,19 @@ pub struct EvalOptions {
     pub annotations: Option<Annotations>,
 }
 
-/// Reads one pair and scores it. Errors name the files involved.
-pub fn evaluate_pair(pair: &Pair, options: &EvalOptions) -> anyhow::Result<PairMetrics> {
+/// One pair read from disk as `[0, 1]` images, with the ground truth's body mask when
+/// annotations were given.
+#[derive(Debug, Clone)]
+pub struct LoadedPair {
+    pub generated_name: String,
+    pub ground_truth_name: String,
+    pub generated: Image,
+    pub ground_truth: Image,
+    pub mask: Option<Mask>,
+}
+
+/// Reads one pair (resizing as asked) and its mask. Errors name the files involved.
+pub fn load_pair(pair: &Pair, options: &EvalOptions) -> anyhow::Result<LoadedPair> {
     let gen_name = file_name(&pair.generated);
     let gt_name = file_name(&pair.ground_truth);
     let generated = options.resize.apply(read_rgb8(&pair.generated)?);
@@ -110,16 +122,112 @@ pub fn evaluate_pair(pair: &Pair, options: &EvalOptions) -> anyhow::Result<PairM
         Some(annotations) => Some(market_mask(annotations, &gt_name, &ground_truth)?),
         None => None,
     };
-    let metrics = compute_metrics(
-        &Image::from_rgb8(&ground_truth),
-        &Image::from_rgb8(&generated),
-        mask.as_ref(),
-    )
-    .with_context(|| format!("cannot score {gen_name} against {gt_name}"))?;
+    Ok(LoadedPair {
+        generated_name: gen_name,
+        ground_truth_name: gt_name,
+        generated: Image::from_rgb8(&generated),
+        ground_truth: Image::from_rgb8(&ground_truth),
+        mask,
+    })
+}
+
+/// Reads one pair and scores it. Errors name the files involved.
+pub fn evaluate_pair(pair: &Pair, options: &EvalOptions) -> anyhow::Result<PairMetrics> {
+    let p = load_pair(pair, options)?;
+    let metrics =
+        compute_metrics(&p.ground_truth, &p.generated, p.mask.as_ref()).with_context(|| {
+            format!(
+                "cannot score {} against {}",
+                p.generated_name, p.ground_truth_name
+            )
+        })?;
     Ok(PairMetrics {
-        generated: gen_name,
-        ground_truth: gt_name,
+        generated: p.generated_name,
+        ground_truth: p.ground_truth_name,
         metrics,
+    })
+}
+
+/// LPIPS (and mask-LPIPS) over the pairs, the GFLA way: batches of [`LpipsScores::batch_size`]
+/// pairs in pairing order, the final partial batch dropped, mean of the per-pair distances.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LpipsScores {
+    pub batch_size: usize,
+    /// Pairs scored (`⌊N / batch_size⌋ · batch_size`, the first ones in pairing order).
+    pub pairs_used: usize,
+    /// Pairs of the dropped partial batch.
+    pub pairs_dropped: usize,
+    /// Mean LPIPS; `None` (JSON `null`) when there is no full batch.
+    pub lpips: Option<f64>,
+    /// Mean mask-LPIPS, when annotations were given (`None` without a full batch too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_lpips: Option<f64>,
+    /// Per-pair LPIPS of the scored pairs, in pairing order.
+    pub per_pair: Vec<f64>,
+    /// Per-pair mask-LPIPS of the scored pairs, when annotations were given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_per_pair: Option<Vec<f64>>,
+}
+
+/// Scores the pairs with a perceptual distance (LPIPS) in batches of `batch_size`, dropping
+/// the final partial batch as the GFLA script does; with annotations, mask-LPIPS too (both
+/// images masked with the ground truth's body mask: background 0 in `[-1, 1]`). `progress`
+/// is called once per pair scored.
+pub fn lpips_scores(
+    pairs: &[Pair],
+    options: &EvalOptions,
+    net: &mut dyn PerceptualDistance,
+    batch_size: usize,
+    progress: &dyn Fn(),
+) -> anyhow::Result<LpipsScores> {
+    anyhow::ensure!(batch_size > 0, "batch size must be positive");
+    let masked = options.annotations.is_some();
+    let mut per_pair = vec![];
+    let mut mask_per_pair = vec![];
+    for batch in pairs.chunks_exact(batch_size) {
+        let loaded = batch
+            .iter()
+            .map(|p| load_pair(p, options))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let names = || {
+            format!(
+                "{} .. {}",
+                loaded[0].generated_name,
+                loaded[loaded.len() - 1].generated_name
+            )
+        };
+        let gt: Vec<Image> = loaded.iter().map(|p| p.ground_truth.clone()).collect();
+        let generated: Vec<Image> = loaded.iter().map(|p| p.generated.clone()).collect();
+        per_pair.extend(
+            net.distances(&gt, &generated)
+                .with_context(|| format!("LPIPS of the batch {}", names()))?,
+        );
+        if masked {
+            let mut mgt = Vec::with_capacity(loaded.len());
+            let mut mgen = Vec::with_capacity(loaded.len());
+            for p in &loaded {
+                let mask = p.mask.as_ref().context("mask missing")?;
+                mgt.push(apply_mask(&p.ground_truth, mask)?);
+                mgen.push(apply_mask(&p.generated, mask)?);
+            }
+            mask_per_pair.extend(
+                net.distances(&mgt, &mgen)
+                    .with_context(|| format!("mask-LPIPS of the batch {}", names()))?,
+            );
+        }
+        for _ in batch {
+            progress();
+        }
+    }
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    Ok(LpipsScores {
+        batch_size,
+        pairs_used: per_pair.len(),
+        pairs_dropped: pairs.len() - per_pair.len(),
+        lpips: mean(&per_pair),
+        mask_lpips: if masked { mean(&mask_per_pair) } else { None },
+        per_pair,
+        mask_per_pair: masked.then_some(mask_per_pair),
     })
 }
 
@@ -241,5 +349,78 @@ mod tests {
         assert_eq!(masked.mask_l1, 0.0);
         assert!((masked.mask_ssim - 1.0).abs() < 1e-12);
         assert!((masked.mask_ssim_256 - 1.0).abs() < 1e-12);
+    }
+
+    /// Distance = mean |a − b|; records batch sizes and whether inputs were masked.
+    struct MeanAbs {
+        batches: Vec<usize>,
+        saw_gray: bool,
+    }
+
+    impl PerceptualDistance for MeanAbs {
+        fn distances(&mut self, a: &[Image], b: &[Image]) -> anyhow::Result<Vec<f64>> {
+            self.batches.push(a.len());
+            self.saw_gray |= a.iter().any(|img| img.data().contains(&0.5));
+            Ok(a.iter().zip(b).map(|(x, y)| l1(x, y).unwrap()).collect())
+        }
+    }
+
+    #[test]
+    fn lpips_scores_drop_the_partial_batch_and_mask_both_images() {
+        let dir = std::env::temp_dir().join(format!("gfla-eval-lpips-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (h, w) = MARKET_SIZE;
+        let mut pairs = vec![];
+        let mut csv = String::from("name:keypoints_y:keypoints_x\n");
+        for (i, (g, t)) in [(10u8, 30u8), (50, 50), (0, 100)].into_iter().enumerate() {
+            let gen_path = dir.join(format!("g{i}.png"));
+            let gt_path = dir.join(format!("t{i}.png"));
+            image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([g; 3]))
+                .save(&gen_path)
+                .unwrap();
+            image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([t; 3]))
+                .save(&gt_path)
+                .unwrap();
+            let ys = "[30, 100, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1]";
+            let xs = "[32, 32, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1]";
+            csv.push_str(&format!("t{i}.png:{ys}:{xs}\n"));
+            pairs.push(Pair {
+                generated: gen_path,
+                ground_truth: gt_path,
+            });
+        }
+        let mut options = EvalOptions::default();
+        let mut net = MeanAbs {
+            batches: vec![],
+            saw_gray: false,
+        };
+        let count = AtomicUsize::new(0);
+        let tick = || {
+            count.fetch_add(1, Ordering::Relaxed);
+        };
+        let s = lpips_scores(&pairs, &options, &mut net, 2, &tick).unwrap();
+        assert_eq!(net.batches, [2]);
+        assert_eq!((s.pairs_used, s.pairs_dropped), (2, 1));
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+        assert!((s.per_pair[0] - 20.0 / 255.0).abs() < 1e-6);
+        assert_eq!(s.per_pair[1], 0.0);
+        assert!((s.lpips.unwrap() - 10.0 / 255.0).abs() < 1e-6);
+        assert_eq!((s.mask_lpips, s.mask_per_pair.as_ref()), (None, None));
+        assert!(!net.saw_gray);
+
+        // Masked: the background of both images becomes 0.5, so the masked distance shrinks.
+        options.annotations = Some(Annotations::parse(&csv).unwrap());
+        let s = lpips_scores(&pairs, &options, &mut net, 2, &tick).unwrap();
+        assert_eq!(net.batches, [2, 2, 2]);
+        assert!(net.saw_gray);
+        let masked = s.mask_per_pair.unwrap();
+        assert!(masked[0] > 0.0 && masked[0] < s.per_pair[0], "{masked:?}");
+        assert_eq!(s.mask_lpips, Some((masked[0] + masked[1]) / 2.0));
+
+        // Fewer pairs than a batch: nothing scored.
+        let s = lpips_scores(&pairs[..1], &options, &mut net, 2, &tick).unwrap();
+        assert_eq!((s.pairs_used, s.pairs_dropped, s.lpips), (0, 1, None));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

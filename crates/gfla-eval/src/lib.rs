@@ -9,7 +9,9 @@
 //! * [`mod@psnr`]: PSNR (data range 1), L1 and GFLA's "mae".
 //! * [`mask`]: the Market body mask (23 limbs, discs, 5×5 closing) and its annotation CSV.
 //! * [`frechet`]: Fréchet distance of two Gaussians (the arithmetic of FID).
-//! * [`networks`]: where FID's and LPIPS's networks plug in (not implemented: no weights).
+//! * [`lpips`]: LPIPS v0.1 (`net-lin` over AlexNet) on Burn, from user-supplied weights.
+//! * [`networks`]: where FID's and LPIPS's networks plug in (FID's Inception is not
+//!   implemented yet).
 //! * [`pairing`], [`evaluate`], [`report`]: folders to pairs to metrics to a table and JSON;
 //!   the `gfla-eval` binary drives them.
 
@@ -18,6 +20,7 @@ pub mod evaluate;
 pub mod filter;
 pub mod frechet;
 pub mod image_io;
+pub mod lpips;
 pub mod mask;
 pub mod networks;
 pub mod pairing;
@@ -27,11 +30,12 @@ pub mod ssim;
 
 pub use error::MetricError;
 pub use evaluate::{
-    EvalOptions, MaskedMetrics, Metrics, PairMetrics, compute_metrics, evaluate_pair,
-    evaluate_pairs,
+    EvalOptions, LpipsScores, MaskedMetrics, Metrics, PairMetrics, compute_metrics, evaluate_pair,
+    evaluate_pairs, lpips_scores,
 };
 pub use frechet::{Statistics, SymmetricEigen, frechet_distance};
 pub use image_io::{Image, Resize, read_rgb8};
+pub use lpips::{Lpips, LpipsLoadError};
 pub use mask::{Annotations, Joint, Mask, Pose, apply_mask, body_mask};
 pub use networks::{FeatureExtractor, PerceptualDistance};
 pub use pairing::{Pair, PairingMode, pair_folders};

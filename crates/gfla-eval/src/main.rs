@@ -5,15 +5,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use burn::tensor::Device;
 use clap::Parser;
 use gfla_eval::evaluate::default_threads;
+use gfla_eval::evaluate::lpips_scores;
+use gfla_eval::lpips::LPIPS_BATCH;
 use gfla_eval::{
-    Annotations, EvalOptions, PairingMode, Report, Resize, RunInfo, evaluate_pairs, pair_folders,
+    Annotations, EvalOptions, Lpips, PairingMode, Report, Resize, RunInfo, evaluate_pairs,
+    pair_folders,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Pose-transfer metrics (SSIM, PSNR, L1, MAE, Market masked variants) computed exactly as
-/// the official GFLA evaluation script does.
+/// Pose-transfer metrics (SSIM, PSNR, L1, MAE, Market masked variants, and LPIPS when its
+/// weights are given) computed exactly as the official GFLA evaluation script does.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -44,6 +48,16 @@ struct Args {
     #[arg(long, value_name = "OUT.json")]
     json: Option<PathBuf>,
 
+    /// torchvision AlexNet weights (`alexnet-owt-*.pth`) for LPIPS; needs --lpips-lin.
+    #[arg(long, value_name = "FILE", requires = "lpips_lin")]
+    lpips_alexnet: Option<PathBuf>,
+
+    /// LPIPS v0.1 linear-layer weights (`weights/v0.1/alex.pth` of PerceptualSimilarity);
+    /// needs --lpips-alexnet. LPIPS runs in batches of 64 pairs and, as in the GFLA script,
+    /// a final partial batch is dropped; with --market-annotation mask-LPIPS is computed too.
+    #[arg(long, value_name = "FILE", requires = "lpips_alexnet")]
+    lpips_lin: Option<PathBuf>,
+
     /// Worker threads (default: all available cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -62,6 +76,11 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let pairs = pair_folders(&args.generated, &args.ground_truth, args.pairing)?;
+    // Load the network first, so a bad weight file fails before the long part.
+    let mut lpips = match (&args.lpips_alexnet, &args.lpips_lin) {
+        (Some(alexnet), Some(lin)) => Some(Lpips::load(alexnet, lin, &Device::flex())?),
+        _ => None,
+    };
     let annotations = args
         .market_annotation
         .as_deref()
@@ -83,7 +102,23 @@ fn run(args: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let images = images?;
 
-    let report = Report::new(
+    let lpips = match lpips.as_mut() {
+        Some(net) => {
+            let bar = ProgressBar::new((pairs.len() / LPIPS_BATCH * LPIPS_BATCH) as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} pairs (LPIPS) [{elapsed_precise}, ETA {eta}]",
+                )
+                .expect("valid progress template"),
+            );
+            let scores = lpips_scores(&pairs, &options, net, LPIPS_BATCH, &|| bar.inc(1));
+            bar.finish_and_clear();
+            Some(scores?)
+        }
+        None => None,
+    };
+
+    let mut report = Report::new(
         RunInfo {
             generated_dir: args.generated.display().to_string(),
             ground_truth_dir: args.ground_truth.display().to_string(),
@@ -96,6 +131,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         images,
     );
+    if let Some(scores) = lpips {
+        report = report.with_lpips(scores);
+    }
     print!("{}", report.table());
     if let Some(path) = &args.json {
         std::fs::write(path, report.to_json() + "\n")

@@ -1,6 +1,7 @@
 //! Where the learned metrics plug in. FID and LPIPS need pretrained networks whose weights
-//! this crate does not ship; once a model crate can load them, it implements these traits and
-//! the arithmetic here ([`crate::frechet`]) does the rest.
+//! this crate does not ship (the user supplies them). LPIPS is implemented by
+//! [`crate::lpips::Lpips`]; FID still needs an Inception-v3 implementing [`FeatureExtractor`],
+//! after which the arithmetic here ([`crate::frechet`]) does the rest.
 //!
 //! Conventions of the GFLA script (reference §9), for implementers:
 //!
@@ -38,10 +39,36 @@ pub trait FeatureExtractor {
     }
 }
 
-/// A learned perceptual distance between two images (LPIPS).
+/// A learned perceptual distance between images (LPIPS: [`crate::lpips::Lpips`]).
 pub trait PerceptualDistance {
+    /// Distances of a batch of `[0, 1]` image pairs `(a[i], b[i])`, one per pair; all images
+    /// of a batch have the same size.
+    fn distances(&mut self, a: &[Image], b: &[Image]) -> anyhow::Result<Vec<f64>>;
+
     /// Distance between two `[0, 1]` images of the same size.
-    fn distance(&mut self, a: &Image, b: &Image) -> anyhow::Result<f64>;
+    fn distance(&mut self, a: &Image, b: &Image) -> anyhow::Result<f64> {
+        let d = self.distances(std::slice::from_ref(a), std::slice::from_ref(b))?;
+        d.first()
+            .copied()
+            .ok_or_else(|| anyhow::anyhow!("no distance returned"))
+    }
+
+    /// Per-pair distances in batches of `batch_size`. As in the GFLA script, a final partial
+    /// batch is dropped: only the first `⌊N / batch_size⌋ · batch_size` pairs are scored.
+    fn batched_distances(
+        &mut self,
+        a: &[Image],
+        b: &[Image],
+        batch_size: usize,
+    ) -> anyhow::Result<Vec<f64>> {
+        anyhow::ensure!(batch_size > 0, "batch size must be positive");
+        anyhow::ensure!(a.len() == b.len(), "unpaired images");
+        let mut out = Vec::with_capacity(a.len());
+        for (x, y) in a.chunks_exact(batch_size).zip(b.chunks_exact(batch_size)) {
+            out.extend(self.distances(x, y)?);
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -79,5 +106,34 @@ mod tests {
         let s = ChannelMeans.statistics(&images, 2).unwrap();
         assert_eq!(s.mean, [0.5; 3]);
         assert_eq!(s.covariance, [0.5; 9]);
+    }
+
+    /// Distance = |mean(a) − mean(b)|; records the batch sizes it is called with.
+    struct MeanGap(Vec<usize>);
+
+    impl PerceptualDistance for MeanGap {
+        fn distances(&mut self, a: &[Image], b: &[Image]) -> anyhow::Result<Vec<f64>> {
+            self.0.push(a.len());
+            let mean = |i: &Image| i.data().iter().map(|&v| f64::from(v)).sum::<f64>();
+            Ok(a.iter()
+                .zip(b)
+                .map(|(x, y)| (mean(x) - mean(y)).abs() / x.data().len() as f64)
+                .collect())
+        }
+    }
+
+    #[test]
+    fn distances_drop_the_partial_batch() {
+        let flat = |v: f32| Image::new(3, 2, 2, vec![v; 12]).unwrap();
+        let a = [flat(0.0), flat(0.0), flat(0.0), flat(0.0), flat(0.0)];
+        let b = [flat(0.5), flat(0.25), flat(1.0), flat(0.0), flat(0.75)];
+        let mut net = MeanGap(vec![]);
+        assert_eq!(
+            net.batched_distances(&a, &b, 2).unwrap(),
+            [0.5, 0.25, 1.0, 0.0]
+        );
+        assert_eq!(net.0, [2, 2]);
+        assert_eq!(net.distance(&a[0], &b[4]).unwrap(), 0.75);
+        assert!(net.batched_distances(&a, &b[..4], 2).is_err());
     }
 }

@@ -10,14 +10,19 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::evaluate::PairMetrics;
+use crate::evaluate::{LpipsScores, PairMetrics};
 use crate::image_io::Resize;
 use crate::pairing::PairingMode;
 use crate::ssim::SsimProtocol;
 
-/// Metrics this crate cannot compute yet, and why.
-pub const NOT_COMPUTED: &str = "LPIPS, mask-LPIPS and FID need user-supplied network weights \
-     (AlexNet LPIPS, torchvision Inception-v3) and are not computed yet";
+/// Metrics not computed in a run without LPIPS weights, and why.
+pub const NOT_COMPUTED: &str = "LPIPS and mask-LPIPS need user-supplied network weights \
+     (--lpips-alexnet, --lpips-lin) and were not computed; FID needs torchvision \
+     Inception-v3 weights and is not computed yet";
+
+/// Metrics not computed in a run with LPIPS.
+pub const NOT_COMPUTED_FID: &str =
+    "FID needs torchvision Inception-v3 weights and is not computed yet";
 
 /// Protocol note of a metric key used in tables and reports.
 pub fn protocol_note(key: &str) -> &'static str {
@@ -34,6 +39,15 @@ pub fn protocol_note(key: &str) -> &'static str {
         }
         "mask_ssim_256" => "SSIM-256 on the masked images; not in the GFLA script",
         "mask_l1" => "L1 on the masked images; not in the GFLA script",
+        "lpips" => {
+            "LPIPS v0.1 net-lin AlexNet (legacy PerceptualSimilarity), images v/127.5 - 1 in \
+             [-1,1]; batches of 64 pairs in pairing (file name) order, the final partial \
+             batch dropped as the GFLA script does; mean of the per-pair distances"
+        }
+        "mask_lpips" => {
+            "LPIPS as above on both [-1,1] images multiplied by the target-pose body mask \
+             (GFLA --calculate_mask); same batches, partial batch dropped"
+        }
         _ => "",
     }
 }
@@ -102,6 +116,9 @@ pub struct Report {
     pub protocol: Vec<ProtocolEntry>,
     pub counts: Counts,
     pub means: Means,
+    /// LPIPS and mask-LPIPS, when weights were given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lpips: Option<LpipsScores>,
     pub not_computed: &'static str,
     pub images: Vec<PairMetrics>,
 }
@@ -173,9 +190,34 @@ impl Report {
                 .collect(),
             counts,
             means,
+            lpips: None,
             not_computed: NOT_COMPUTED,
             images,
         }
+    }
+
+    /// Adds LPIPS (and mask-LPIPS) scores with their protocol notes.
+    pub fn with_lpips(mut self, scores: LpipsScores) -> Self {
+        self.protocol.push(ProtocolEntry {
+            metric: "lpips",
+            protocol: protocol_note("lpips"),
+        });
+        if scores.mask_per_pair.is_some() {
+            self.protocol.push(ProtocolEntry {
+                metric: "mask_lpips",
+                protocol: protocol_note("mask_lpips"),
+            });
+        }
+        if scores.pairs_dropped > 0 {
+            self.notes.push(format!(
+                "LPIPS used {} of {} pairs: the last {} (a partial batch of {}) were dropped \
+                 as the GFLA script does",
+                scores.pairs_used, self.counts.pairs, scores.pairs_dropped, scores.batch_size
+            ));
+        }
+        self.lpips = Some(scores);
+        self.not_computed = NOT_COMPUTED_FID;
+        self
     }
 
     /// The JSON document (pretty-printed).
@@ -208,6 +250,22 @@ impl Report {
                 rows.push((label, value(v), protocol_note(key).into()));
             }
         }
+        if let Some(l) = &self.lpips {
+            let score = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), value);
+            let note = |key: &str| {
+                let mut note = protocol_note(key).to_string();
+                if l.pairs_used == 0 {
+                    let _ = write!(note, "; no full batch of {} pairs", l.batch_size);
+                } else if l.pairs_dropped > 0 {
+                    let _ = write!(note, "; {} pairs used", l.pairs_used);
+                }
+                note
+            };
+            rows.push(("LPIPS", score(l.lpips), note("lpips")));
+            if l.mask_per_pair.is_some() {
+                rows.push(("mask-LPIPS", score(l.mask_lpips), note("mask_lpips")));
+            }
+        }
         let label_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
         let value_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(5);
         let mut out = format!(
@@ -223,7 +281,7 @@ impl Report {
             let _ = writeln!(out, "{label:label_width$}  {v:>value_width$}  {note}");
         }
         out.push('\n');
-        let _ = writeln!(out, "{NOT_COMPUTED}.");
+        let _ = writeln!(out, "{}.", self.not_computed);
         for note in &self.notes {
             let _ = writeln!(out, "note: {note}.");
         }
@@ -314,6 +372,58 @@ mod tests {
         assert!(table.contains("inf"), "{table}");
         assert!(table.contains("1 identical pair(s)"), "{table}");
         assert!(table.contains("not computed yet"), "{table}");
+    }
+
+    #[test]
+    fn lpips_rows_notes_and_json() {
+        let scores = LpipsScores {
+            batch_size: 2,
+            pairs_used: 2,
+            pairs_dropped: 1,
+            lpips: Some(0.25),
+            mask_lpips: Some(0.125),
+            per_pair: vec![0.2, 0.3],
+            mask_per_pair: Some(vec![0.1, 0.15]),
+        };
+        let images = vec![
+            pair("a", 20.0, true),
+            pair("b", 20.0, true),
+            pair("c", 20.0, true),
+        ];
+        let report = Report::new(info(), images).with_lpips(scores);
+        let table = report.table();
+        assert!(table.contains("LPIPS"), "{table}");
+        assert!(table.contains("mask-LPIPS      0.1250"), "{table}");
+        assert!(table.contains("FID needs"), "{table}");
+        assert!(!table.contains("LPIPS and mask-LPIPS need"), "{table}");
+        assert!(
+            table.contains("the last 1 (a partial batch of 2) were dropped"),
+            "{table}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["lpips"]["lpips"], 0.25);
+        assert_eq!(json["lpips"]["mask_lpips"], 0.125);
+        assert_eq!(json["lpips"]["pairs_dropped"], 1);
+        assert_eq!(json["not_computed"], NOT_COMPUTED_FID);
+        let metrics: Vec<&str> = report.protocol.iter().map(|p| p.metric).collect();
+        assert!(metrics.ends_with(&["lpips", "mask_lpips"]), "{metrics:?}");
+
+        // No full batch: n/a.
+        let none = LpipsScores {
+            batch_size: 64,
+            pairs_used: 0,
+            pairs_dropped: 1,
+            lpips: None,
+            mask_lpips: None,
+            per_pair: vec![],
+            mask_per_pair: None,
+        };
+        let table = Report::new(info(), vec![pair("a", 20.0, false)])
+            .with_lpips(none)
+            .table();
+        assert!(table.contains("n/a"), "{table}");
+        assert!(table.contains("no full batch of 64 pairs"), "{table}");
+        assert!(!table.contains("mask-LPIPS"), "{table}");
     }
 
     #[test]

@@ -298,3 +298,37 @@ fn masked_metrics_ignore_the_background() {
     ));
     assert!(err.contains("no keypoints for t.jpg"), "{err}");
 }
+
+#[test]
+fn lpips_needs_both_weight_files() {
+    let s = Scratch::new("lpips-one");
+    save(&pattern(64, 64), &s.gt_dir().join("b.jpg"));
+    save(&pattern(64, 64), &s.gen_dir().join("a_2_b_vis.jpg"));
+    let out = run_dirs(&s, &["--lpips-alexnet", "alexnet.pth"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--lpips-lin"), "{stderr}");
+}
+
+#[test]
+fn lpips_weights_that_do_not_fit_are_named() {
+    let s = Scratch::new("lpips-tiny");
+    save(&pattern(64, 64), &s.gt_dir().join("b.jpg"));
+    save(&pattern(64, 64), &s.gen_dir().join("a_2_b_vis.jpg"));
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    // The tiny test files have 1/16 of AlexNet's widths: the full network refuses them.
+    let alexnet = data.join("tiny_alexnet.pth");
+    let lin = data.join("tiny_lpips_lin.pth");
+    let out = run_dirs(
+        &s,
+        &[
+            "--lpips-alexnet",
+            alexnet.to_str().unwrap(),
+            "--lpips-lin",
+            lin.to_str().unwrap(),
+        ],
+    );
+    let stderr = stderr_line(&out);
+    assert!(stderr.contains("tiny_alexnet.pth"), "{stderr}");
+    assert!(stderr.contains("features.0.weight"), "{stderr}");
+}
