@@ -1,27 +1,43 @@
 //! Pictures in and out of the networks, as the official data loader and `tensor2im` do.
 
+use std::borrow::Cow;
+
 use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 use image::imageops::{FilterType, resize};
 
-/// An RGB picture as the network input `[1, 3, height, width]` in [-1, 1]: resized if needed
-/// (bilinear with antialiasing when shrinking, as Pillow's), divided by 255, then
-/// `(x - 0.5) / 0.5`.
-pub fn image_to_tensor(img: &RgbImage, height: usize, width: usize, device: &Device) -> Tensor<4> {
-    let resized;
-    let img = if img.dimensions() == (width as u32, height as u32) {
-        img
+/// `img` at `height x width`, resized if needed as the official loader does (bilinear with
+/// antialiasing when shrinking, as Pillow's).
+pub fn resized(img: &RgbImage, height: usize, width: usize) -> Cow<'_, RgbImage> {
+    if img.dimensions() == (width as u32, height as u32) {
+        Cow::Borrowed(img)
     } else {
-        resized = resize(img, width as u32, height as u32, FilterType::Triangle);
-        &resized
-    };
-    let mut v = vec![0.0f32; 3 * height * width];
+        Cow::Owned(resize(
+            img,
+            width as u32,
+            height as u32,
+            FilterType::Triangle,
+        ))
+    }
+}
+
+/// The channel-major values `3 x H x W` of `img` in [-1, 1]: divided by 255, then
+/// `(x - 0.5) / 0.5`, as the official loader's `ToTensor` and `Normalize`.
+pub fn normalised(img: &RgbImage) -> Vec<f32> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut v = vec![0.0f32; 3 * h * w];
     for (x, y, p) in img.enumerate_pixels() {
         for c in 0..3 {
-            v[c * height * width + y as usize * width + x as usize] =
-                (p.0[c] as f32 / 255.0 - 0.5) / 0.5;
+            v[(c * h + y as usize) * w + x as usize] = (p.0[c] as f32 / 255.0 - 0.5) / 0.5;
         }
     }
+    v
+}
+
+/// An RGB picture as the network input `[1, 3, height, width]` in [-1, 1] ([`resized`], then
+/// [`normalised`]).
+pub fn image_to_tensor(img: &RgbImage, height: usize, width: usize, device: &Device) -> Tensor<4> {
+    let v = normalised(&resized(img, height, width));
     Tensor::from_data(TensorData::new(v, [1, 3, height, width]), device)
 }
 

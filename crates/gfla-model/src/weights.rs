@@ -220,9 +220,10 @@ pub fn generator_path(key: &str, config: &GeneratorConfig) -> Option<String> {
 /// Position of attention layer `layer` among the configured ones ordered coarse to fine, which is
 /// the order of the attention stages, flow heads, flows and masks.
 fn coarse_to_fine_rank(config: &GeneratorConfig, layer: usize) -> Option<usize> {
-    let mut layers: Vec<usize> = config.attention.iter().map(|a| a.layer).collect();
-    layers.sort_unstable_by(|a, b| b.cmp(a));
-    layers.iter().position(|l| *l == layer)
+    config
+        .coarse_to_fine()
+        .iter()
+        .position(|a| a.layer == layer)
 }
 
 /// A tensor read from a checkpoint.

@@ -11,9 +11,9 @@ use anyhow::{Context, Result, bail, ensure};
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::{Dataset, DatasetError};
 use burn::tensor::{Device, Tensor, TensorData};
-use gfla_model::Pose;
+use gfla_model::picture::{normalised, resized};
 use gfla_model::pose::JOINTS;
-use image::imageops::{FilterType, resize};
+use gfla_model::{ModelSpec, Pose};
 use serde::{Deserialize, Serialize};
 
 use crate::augment::{Affine, Augmentation};
@@ -48,20 +48,22 @@ impl Layout {
         format!("{}-annotation-{phase}.csv", self.prefix())
     }
 
+    /// The released model of this data set: its layout, input size and annotation frame.
+    pub fn spec(self) -> ModelSpec {
+        match self {
+            Self::Fashion => ModelSpec::fashion(),
+            Self::Market => ModelSpec::market(),
+        }
+    }
+
     /// Network input `[height, width]`.
     pub fn image_size(self) -> [usize; 2] {
-        match self {
-            Self::Fashion => [256, 256],
-            Self::Market => [128, 64],
-        }
+        self.spec().image_size
     }
 
     /// `[height, width]` of the annotation coordinates (the official `old_size`).
     pub fn annotation_frame(self) -> [usize; 2] {
-        match self {
-            Self::Fashion => [256, 176],
-            Self::Market => [128, 64],
-        }
+        self.spec().annotation_frame
     }
 }
 
@@ -172,26 +174,14 @@ impl PairDataset {
         self.layout
     }
 
-    /// A picture in network form, `3 x H x W` in [-1, 1] (resized with a triangle filter, as
-    /// Pillow's antialiased bilinear).
+    /// A picture in network form, `3 x H x W` in [-1, 1], resized and transformed as the
+    /// official loader does.
     fn picture(&self, name: &str, transform: &Affine) -> Result<Vec<f32>, DatasetError> {
         let [h, w] = self.layout.image_size();
         let img = image::open(self.images.join(name))
             .map_err(DatasetError::new)?
             .to_rgb8();
-        let img = if img.dimensions() == (w as u32, h as u32) {
-            img
-        } else {
-            resize(&img, w as u32, h as u32, FilterType::Triangle)
-        };
-        let img = transform.apply_image(&img);
-        let mut v = vec![0.0f32; 3 * h * w];
-        for (x, y, p) in img.enumerate_pixels() {
-            for c in 0..3 {
-                v[(c * h + y as usize) * w + x as usize] = (p.0[c] as f32 / 255.0 - 0.5) / 0.5;
-            }
-        }
-        Ok(v)
+        Ok(normalised(&transform.apply_image(&resized(&img, h, w))))
     }
 
     /// The heat maps of a picture's pose: keypoints scaled to the network size, moved by the

@@ -57,7 +57,7 @@ struct ExportArgs {
     weights: PathBuf,
     /// The preset of an official checkpoint (official files do not say).
     #[arg(long, value_enum)]
-    preset: Option<LayoutArg>,
+    preset: Option<Layout>,
     /// The native file to write.
     #[arg(long)]
     out: PathBuf,
@@ -95,8 +95,8 @@ struct TrainArgs {
     /// Output folder: generator.safetensors, samples/, config.json, scores.json.
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, value_enum, default_value_t = LayoutArg::Market)]
-    layout: LayoutArg,
+    #[arg(long, value_enum, default_value_t = Layout::Market)]
+    layout: Layout,
     /// A TrainConfig as JSON; the flags below override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -149,28 +149,14 @@ enum Stage {
     EndToEnd,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LayoutArg {
-    Market,
-    Fashion,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Preset {
-    /// Market-1501 layout, 128 x 64 images.
-    Market,
-    /// DeepFashion layout (`fasion-*.csv`), 256 x 176 images.
-    Fashion,
-}
-
 #[derive(Debug, Args)]
 struct SynthArgs {
     /// Dataset root to write (created if missing).
     #[arg(long)]
     out: PathBuf,
-    /// Layout and image size.
-    #[arg(long, value_enum, default_value_t = Preset::Market)]
-    preset: Preset,
+    /// Layout and image size (Market 128 x 64; DeepFashion 256 x 176, its annotation frame).
+    #[arg(long, value_enum, default_value_t = Layout::Market)]
+    preset: Layout,
     /// Training identities [default: 64].
     #[arg(long)]
     identities_train: Option<usize>,
@@ -187,8 +173,8 @@ struct SynthArgs {
 
 fn synth(args: SynthArgs) -> Result<()> {
     let mut config = match args.preset {
-        Preset::Market => SynthConfig::market(),
-        Preset::Fashion => SynthConfig::fashion(),
+        Layout::Market => SynthConfig::market(),
+        Layout::Fashion => SynthConfig::fashion(),
     };
     config.identities_train = args.identities_train.unwrap_or(config.identities_train);
     config.identities_test = args.identities_test.unwrap_or(config.identities_test);
@@ -212,10 +198,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     use burn::tensor::Device;
     use gfla_model::{ModelSpec, PoseTransfer, Vgg19};
 
-    let layout = match args.layout {
-        LayoutArg::Market => Layout::Market,
-        LayoutArg::Fashion => Layout::Fashion,
-    };
+    let layout = args.layout;
     let config_file = if args.resume {
         Some(args.out.join("config.json"))
     } else {
@@ -255,11 +238,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
         ),
         (None, false) => None,
     };
-    let base = if layout == Layout::Fashion {
-        ModelSpec::fashion()
-    } else {
-        ModelSpec::market()
-    };
+    let base = layout.spec();
     let c = args.channels;
     let spec = ModelSpec {
         name: if c == 64 {
@@ -291,10 +270,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
             None => PoseTransfer::init(spec, &device),
         })
     };
-    let spec = match &start {
-        Start::Fresh(m) => m.spec.clone(),
-        Start::Resume(s) => s.model.spec.clone(),
-    };
+    let spec = start.model().spec.clone();
     let mut data = PairDataset::open(&args.data, layout, "train")?;
     if layout == Layout::Market && !args.no_augmentation {
         data = data.with_augmentation(Augmentation::market(), config.seed);
@@ -315,7 +291,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
         burn::data::dataset::Dataset::len(&data),
         config.steps,
         config.batch_size,
-        spec.config.init(&Device::flex()).num_params() as f64 / 1e6
+        start.model().generator.num_params() as f64 / 1e6
     );
     let bar = ProgressBar::new(config.steps as u64);
     bar.set_style(
@@ -467,13 +443,13 @@ fn demo(args: DemoArgs) -> Result<()> {
 fn export(args: ExportArgs) -> Result<()> {
     use burn::module::Module;
     use burn::tensor::Device;
-    use gfla_model::{ModelSpec, PoseTransfer};
+    use gfla_model::PoseTransfer;
 
-    let preset = args.preset.map(|p| match p {
-        LayoutArg::Market => ModelSpec::market(),
-        LayoutArg::Fashion => ModelSpec::fashion(),
-    });
-    let model = PoseTransfer::open(&args.weights, preset, &Device::flex())?;
+    let model = PoseTransfer::open(
+        &args.weights,
+        args.preset.map(Layout::spec),
+        &Device::flex(),
+    )?;
     model.save(&args.out, args.half)?;
     println!(
         "wrote {} ({} model, {}x{}, {:.2} M parameters{})",

@@ -230,6 +230,16 @@ pub enum Start {
     Resume(State),
 }
 
+impl Start {
+    /// The generator the run starts from.
+    pub fn model(&self) -> &PoseTransfer {
+        match self {
+            Self::Fresh(model) => model,
+            Self::Resume(state) => &state.model,
+        }
+    }
+}
+
 /// Everything a run needs to carry on where it stopped: the step, G and D with their parameter
 /// identities (burnpack keeps them) and both optimisers' moments.
 pub struct State {
