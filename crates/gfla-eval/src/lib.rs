@@ -20,6 +20,7 @@ pub mod evaluate;
 pub mod filter;
 pub mod frechet;
 pub mod image_io;
+pub mod inception;
 pub mod lpips;
 pub mod mask;
 pub mod networks;
@@ -27,6 +28,7 @@ pub mod pairing;
 pub mod psnr;
 pub mod report;
 pub mod ssim;
+pub mod weights;
 
 pub use error::MetricError;
 pub use evaluate::{

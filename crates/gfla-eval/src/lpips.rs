@@ -21,7 +21,6 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::store::{ApplyError, ModuleSnapshot, ModuleStore, PytorchStore};
 use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
@@ -29,6 +28,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::image_io::Image;
 use crate::networks::PerceptualDistance;
+use crate::weights::{apply_named, read_pth};
 
 /// `(torchvision features index, output channels, kernel, stride, padding)` of the five
 /// AlexNet convolutions; a 3×3 stride-2 max-pool follows the first two ReLUs.
@@ -221,72 +221,19 @@ impl Lpips {
         strict: bool,
     ) -> Result<(), LpipsLoadError> {
         let shown = path.display().to_string();
-        if !path.is_file() {
-            return Err(LpipsLoadError::Read {
-                path: shown,
-                message: "no such file".into(),
-            });
-        }
-        let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
-        let all = store
-            .get_all_tensors()
-            .cloned()
-            .map_err(|e| LpipsLoadError::Read {
-                path: shown.clone(),
-                message: e.to_string(),
-            })?;
-        let by_key: BTreeMap<&str, &str> = names
-            .iter()
-            .map(|(p, k)| (k.as_str(), p.as_str()))
-            .collect();
-        let mut tensors = vec![];
-        let mut unexpected = vec![];
-        for (key, tensor) in &all {
-            match by_key.get(key.as_str()) {
-                Some(module_path) => {
-                    let mut t = tensor.clone();
-                    t.name = (*module_path).to_string();
-                    tensors.push(t);
-                }
-                None if strict => unexpected.push(key.clone()),
-                None => {}
-            }
-        }
-        let result = self.apply(tensors, None, None, false);
-        let file_name = |p: &String| names.get(p).unwrap_or(p).clone();
-        let missing: Vec<String> = result
-            .missing
-            .iter()
-            .map(|(p, _)| p)
-            .filter(|p| p.starts_with(prefix))
-            .map(file_name)
-            .collect();
-        let shapes: Vec<String> = result
-            .errors
-            .iter()
-            .map(|e| match e {
-                ApplyError::ShapeMismatch {
-                    path,
-                    expected,
-                    found,
-                } => format!(
-                    "{} (network {:?}, file {:?})",
-                    file_name(path),
-                    expected.as_slice(),
-                    found.as_slice()
-                ),
-                e => e.to_string(),
-            })
-            .collect();
-        unexpected.extend(result.unused.iter().map(file_name));
-        if missing.is_empty() && shapes.is_empty() && unexpected.is_empty() {
+        let file = read_pth(path).map_err(|message| LpipsLoadError::Read {
+            path: shown.clone(),
+            message,
+        })?;
+        let misfit = apply_named(self, &file, names, prefix, |_| strict);
+        if misfit.is_empty() {
             return Ok(());
         }
         Err(LpipsLoadError::Mismatch {
             path: shown,
-            missing,
-            unexpected,
-            shapes,
+            missing: misfit.missing,
+            unexpected: misfit.unexpected,
+            shapes: misfit.shapes,
         })
     }
 
