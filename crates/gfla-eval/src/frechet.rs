@@ -23,8 +23,9 @@
 //! The GFLA script uses `scipy.linalg.sqrtm` with a 1e-6 diagonal fallback on failure; for
 //! covariance matrices all give the same trace up to round-off.
 //!
-//! The feature network (Inception-v3 for FID) plugs in through
-//! [`crate::networks::FeatureExtractor`].
+//! The feature network (Inception-v3 for FID, [`crate::inception`]) plugs in through
+//! [`crate::networks::FeatureExtractor`]; [`StatisticsAccumulator`] gathers the statistics of
+//! a folder batch by batch.
 
 use crate::MetricError;
 
@@ -96,6 +97,109 @@ impl Statistics {
             });
         }
         Ok(())
+    }
+}
+
+/// [`Statistics`] of feature vectors that arrive in batches, without keeping them: each
+/// batch's mean and centred scatter matrix are merged into the running ones (Chan, Golub &
+/// LeVeque's pairwise update `M₂ = M₂ᵃ + M₂ᵇ + δδᵀ·nₐn_b/n`), which is as accurate as the
+/// two-pass `numpy.cov` and needs `d²` numbers instead of `N·d` (FID's real folder can hold
+/// tens of thousands of 2048-d vectors).
+#[derive(Debug, Clone)]
+pub struct StatisticsAccumulator {
+    n: usize,
+    mean: Vec<f64>,
+    /// Row-major `d × d` sum of centred outer products; only the upper triangle is kept up
+    /// to date until [`Self::finish`].
+    scatter: Vec<f64>,
+}
+
+impl StatisticsAccumulator {
+    /// Nothing seen yet, for vectors of length `d`.
+    pub fn new(d: usize) -> Self {
+        Self {
+            n: 0,
+            mean: vec![0.0; d],
+            scatter: vec![0.0; d * d],
+        }
+    }
+
+    /// Vectors seen so far.
+    pub fn count(&self) -> usize {
+        self.n
+    }
+
+    /// Adds a batch of vectors (each of length `d`).
+    pub fn add(&mut self, batch: &[Vec<f64>]) -> Result<(), MetricError> {
+        let d = self.mean.len();
+        if let Some(bad) = batch.iter().find(|f| f.len() != d) {
+            return Err(MetricError::DimensionMismatch {
+                expected: d,
+                found: bad.len(),
+            });
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let nb = batch.len();
+        let mut mean_b = vec![0.0; d];
+        for f in batch {
+            for (m, v) in mean_b.iter_mut().zip(f) {
+                *m += v;
+            }
+        }
+        for m in &mut mean_b {
+            *m /= nb as f64;
+        }
+        let mut centred = vec![0.0; d];
+        let add_outer = |scatter: &mut [f64], v: &[f64], weight: f64| {
+            for i in 0..d {
+                let vi = v[i] * weight;
+                if vi == 0.0 {
+                    continue;
+                }
+                for (s, vj) in scatter[i * d + i..(i + 1) * d].iter_mut().zip(&v[i..]) {
+                    *s += vi * vj;
+                }
+            }
+        };
+        for f in batch {
+            for ((c, v), m) in centred.iter_mut().zip(f).zip(&mean_b) {
+                *c = v - m;
+            }
+            add_outer(&mut self.scatter, &centred, 1.0);
+        }
+        let na = self.n;
+        let n = na + nb;
+        let delta: Vec<f64> = mean_b.iter().zip(&self.mean).map(|(b, a)| b - a).collect();
+        if na > 0 {
+            add_outer(&mut self.scatter, &delta, (na * nb) as f64 / n as f64);
+        }
+        for (m, dl) in self.mean.iter_mut().zip(&delta) {
+            *m += dl * nb as f64 / n as f64;
+        }
+        self.n = n;
+        Ok(())
+    }
+
+    /// Mean and covariance (denominator `N − 1`) of everything added; at least 2 vectors.
+    pub fn finish(self) -> Result<Statistics, MetricError> {
+        if self.n < 2 {
+            return Err(MetricError::TooFewSamples(self.n));
+        }
+        let d = self.mean.len();
+        let mut covariance = self.scatter;
+        for i in 0..d {
+            for j in i..d {
+                let v = covariance[i * d + j] / (self.n - 1) as f64;
+                covariance[i * d + j] = v;
+                covariance[j * d + i] = v;
+            }
+        }
+        Ok(Statistics {
+            mean: self.mean,
+            covariance,
+        })
     }
 }
 
@@ -480,6 +584,42 @@ mod tests {
             Err(MetricError::TooFewSamples(1))
         );
         assert!(Statistics::from_features(&[vec![1.0], vec![1.0, 2.0]]).is_err());
+    }
+
+    #[test]
+    fn accumulated_statistics_match_the_two_pass_ones() {
+        // 23 vectors in 7 dimensions with a large common offset (where a naive Σx·xᵀ − n·μμᵀ
+        // would lose digits), added in uneven batches.
+        let d = 7;
+        let features: Vec<Vec<f64>> = (0..23)
+            .map(|k| {
+                (0..d)
+                    .map(|j| 1e3 + ((k * 7 + j * 3) as f64 * 0.91).sin() + (k as f64) * 0.01)
+                    .collect()
+            })
+            .collect();
+        let expected = Statistics::from_features(&features).unwrap();
+        for sizes in [vec![23], vec![1, 22], vec![5, 5, 5, 5, 3], vec![2; 12]] {
+            let mut acc = StatisticsAccumulator::new(d);
+            let mut start = 0;
+            for size in sizes {
+                let end = (start + size).min(features.len());
+                acc.add(&features[start..end]).unwrap();
+                start = end;
+            }
+            assert_eq!(acc.count(), 23);
+            let got = acc.finish().unwrap();
+            for (g, e) in got.mean.iter().zip(&expected.mean) {
+                assert!((g - e).abs() < 1e-12 * e.abs(), "{g} vs {e}");
+            }
+            for (g, e) in got.covariance.iter().zip(&expected.covariance) {
+                assert!((g - e).abs() < 1e-11, "{g} vs {e}");
+            }
+        }
+        let mut one = StatisticsAccumulator::new(d);
+        one.add(&features[..1]).unwrap();
+        assert_eq!(one.finish(), Err(MetricError::TooFewSamples(1)));
+        assert!(StatisticsAccumulator::new(d).add(&[vec![0.0; 3]]).is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod evaluate;
+pub mod fid;
 pub mod filter;
 pub mod frechet;
 pub mod image_io;
