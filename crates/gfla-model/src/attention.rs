@@ -2,11 +2,10 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
-use gfla_ops::{attend_blocks, extract_blocks, extract_blocks_identity};
+use gfla_ops::{KernelPrediction, extractor_attention};
 
-use crate::blocks::{conv, lrelu};
+use crate::blocks::{LEAKY_SLOPE, conv};
 
 /// Hidden width of the kernel-prediction network in the official code.
 pub const OFFICIAL_HIDDEN: usize = 128;
@@ -50,16 +49,16 @@ impl LocalAttention {
         target: Tensor<4>,
         flow: Tensor<4>,
     ) -> AttentionOutput {
-        let k = self.kernel_size;
-        let target_blocks = extract_blocks_identity(target, k);
-        let source_blocks = extract_blocks(source, flow, k);
-        // Target tiles first, as the official concatenation.
-        let x = Tensor::cat(vec![target_blocks, source_blocks.clone()], 1);
-        let logits = self.logits.forward(lrelu(self.fuse.forward(x)));
-        let weights = softmax(logits, 1);
-        AttentionOutput {
-            features: attend_blocks(source_blocks, weights.clone(), k),
-            weights,
-        }
+        // The fused op: the same sums as the official convolutions over the concatenated
+        // (target, source) blocks, without building the blocks.
+        let net = KernelPrediction {
+            fuse_weight: self.fuse.weight.val(),
+            fuse_bias: self.fuse.bias.as_ref().map(|b| b.val()),
+            logits_weight: self.logits.weight.val(),
+            logits_bias: self.logits.bias.as_ref().map(|b| b.val()),
+            slope: LEAKY_SLOPE,
+        };
+        let (features, weights) = extractor_attention(source, target, flow, &net, self.kernel_size);
+        AttentionOutput { features, weights }
     }
 }

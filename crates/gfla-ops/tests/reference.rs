@@ -77,11 +77,13 @@ fn local_attn_reshape_is_the_official_permutation() {
     }
 }
 
-/// The official `ExtractorAttn` forward, with its two convolutions written functionally.
+/// The official `ExtractorAttn` forward, with its two convolutions written functionally
+/// (`fused = false`), or [`extractor_attention`] (`fused = true`).
 fn extractor_attn(
     w: &Vectors,
     device: &burn::tensor::Device,
     k: usize,
+    fused: bool,
     source: Tensor<4>,
     target: Tensor<4>,
     flow: Tensor<4>,
@@ -98,6 +100,17 @@ fn extractor_attn(
     let b2 = w
         .tensor::<1>("fully_connect_layer.2.bias", device)
         .require_grad();
+    if fused {
+        let net = KernelPrediction {
+            fuse_weight: w0.clone(),
+            fuse_bias: Some(b0.clone()),
+            logits_weight: w2.clone(),
+            logits_bias: Some(b2.clone()),
+            slope: 0.1,
+        };
+        let (out, a) = extractor_attention(source, target, flow, &net, k);
+        return (out, a, [w0, w2], [b0, b2]);
+    }
     let e_t = extract_blocks_identity(target, k);
     let e_s = extract_blocks(source, flow, k);
     let x = Tensor::cat(vec![e_t, e_s.clone()], 1);
@@ -126,14 +139,21 @@ fn extractor_attn(
 #[test]
 fn local_attention_matches_official_extractor_attn() {
     let device = autodiff();
-    for k in [3usize, 5] {
+    for (k, fused) in [(3usize, false), (5, false), (3, true), (5, true)] {
         let v = Vectors::open(&format!("ops/extractor_attn_k{k}.safetensors"));
         let w = Vectors::open(&format!("ops/extractor_attn_k{k}_weights.safetensors"));
         let source = v.tensor::<4>("source", &device).require_grad();
         let target = v.tensor::<4>("target", &device).require_grad();
         let flow = v.tensor::<4>("flow", &device).require_grad();
-        let (out, attn, [w0, w2], [b0, b2]) =
-            extractor_attn(&w, &device, k, source.clone(), target.clone(), flow.clone());
+        let (out, attn, [w0, w2], [b0, b2]) = extractor_attn(
+            &w,
+            &device,
+            k,
+            fused,
+            source.clone(),
+            target.clone(),
+            flow.clone(),
+        );
         assert_close(
             &format!("k{k} output"),
             &values(out.clone()),
@@ -151,7 +171,7 @@ fn local_attention_matches_official_extractor_attn() {
         let grads = (out * v.tensor::<4>("R", &device)).sum().backward();
         let check = |name: &str, got: Vec<f64>| {
             assert_close(
-                &format!("k{k} {name}"),
+                &format!("k{k} fused={fused} {name}"),
                 &got,
                 &v.values(&format!("{name}.f64")),
                 1e-5,

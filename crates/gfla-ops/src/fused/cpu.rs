@@ -1,0 +1,419 @@
+//! The fused local-attention kernels on plain `f32` slices, one batch item at a time.
+//!
+//! Sources are read channels-last (`[H*W, C]`), so every bilinear corner is one contiguous
+//! channel vector and the inner loops are `axpy`s and dot products the compiler vectorises.
+//! Nothing `k*k` times the size of a feature map is ever allocated: the neighbourhood of a cell
+//! is sampled, used and dropped while it is in cache. Work is split over rayon's pool by cells
+//! (forward, flow and weight gradients) and by channel slabs (source gradient), so that no two
+//! threads write the same memory.
+
+use rayon::prelude::*;
+
+/// Cells per parallel task: big enough to amortise the task, small enough to balance two cores
+/// against a 32 x 32 map.
+const CELLS_PER_TASK: usize = 64;
+
+/// Compiles `$body` twice, generically and with AVX2 + FMA enabled, and picks at run time.
+/// The body is `#[inline(always)]` so the target features apply to everything inside it.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    generic($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has just been checked for the enabled features.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
+
+/// Shape of one batch item of a fused call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Source channels.
+    pub channels: usize,
+    /// Source height and width.
+    pub source_hw: [usize; 2],
+    /// Flow (cell grid) height and width.
+    pub cells_hw: [usize; 2],
+    /// Neighbourhood size.
+    pub k: usize,
+}
+
+impl Geometry {
+    pub fn cells(&self) -> usize {
+        self.cells_hw[0] * self.cells_hw[1]
+    }
+
+    pub fn pixels(&self) -> usize {
+        self.source_hw[0] * self.source_hw[1]
+    }
+
+    pub fn taps(&self) -> usize {
+        self.k * self.k
+    }
+}
+
+/// One bilinear sample: the four clamped corner pixels (top-left, top-right, bottom-left,
+/// bottom-right), their weights and the fractions the weights come from.
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    index: [usize; 4],
+    weight: [f32; 4],
+    alpha: f32,
+    beta: f32,
+}
+
+impl Geometry {
+    /// The sample of cell `n` at neighbourhood offset `j = u*k + v`, with the official float
+    /// order: `x = (flow_x + (v - k/2)) + x_cell`, floor, fractions from the unclamped point,
+    /// corners clamped after flooring.
+    #[inline(always)]
+    fn tap(&self, flow: &[f32], n: usize, j: usize) -> Tap {
+        let [h, w] = self.source_hw;
+        let wf = self.cells_hw[1];
+        let half = (self.k / 2) as f32;
+        let (u, v) = (j / self.k, j % self.k);
+        let (yf, xf) = (n / wf, n % wf);
+        let x = (flow[n] + (v as f32 - half)) + xf as f32;
+        let y = (flow[self.cells() + n] + (u as f32 - half)) + yf as f32;
+        let (x0, y0) = (x.floor(), y.floor());
+        let (alpha, beta) = (x - x0, y - y0);
+        let clamp = |p: f32, len: usize| (p.max(0.0) as usize).min(len - 1);
+        let (cx0, cx1) = (clamp(x0, w), clamp(x0 + 1.0, w));
+        let (cy0, cy1) = (clamp(y0, h), clamp(y0 + 1.0, h));
+        Tap {
+            index: [cy0 * w + cx0, cy0 * w + cx1, cy1 * w + cx0, cy1 * w + cx1],
+            weight: [
+                (1.0 - alpha) * (1.0 - beta),
+                alpha * (1.0 - beta),
+                (1.0 - alpha) * beta,
+                alpha * beta,
+            ],
+            alpha,
+            beta,
+        }
+    }
+}
+
+#[inline(always)]
+fn axpy(out: &mut [f32], a: f32, x: &[f32]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        *o += a * x;
+    }
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight partial sums so the reduction vectorises without reassociation licence.
+    let mut acc = [0.0f32; 8];
+    let (ca, ra) = a.as_chunks::<8>();
+    let (cb, rb) = b.as_chunks::<8>();
+    for (x, y) in ca.iter().zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `[C, N]` -> `[N, C]`.
+pub(crate) fn to_channels_last(planar: &[f32], channels: usize) -> Vec<f32> {
+    let n = planar.len() / channels;
+    let mut out = vec![0.0f32; planar.len()];
+    out.par_chunks_mut(CELLS_PER_TASK * channels)
+        .enumerate()
+        .for_each(|(t, rows)| {
+            let start = t * CELLS_PER_TASK;
+            for (i, row) in rows.chunks_exact_mut(channels).enumerate() {
+                for (c, r) in row.iter_mut().enumerate() {
+                    *r = planar[c * n + start + i];
+                }
+            }
+        });
+    out
+}
+
+/// `[N, C]` -> `[C, N]`.
+pub(crate) fn to_planar(rows: &[f32], channels: usize) -> Vec<f32> {
+    let n = rows.len() / channels;
+    let mut out = vec![0.0f32; rows.len()];
+    out.par_chunks_mut(n).enumerate().for_each(|(c, plane)| {
+        for (i, p) in plane.iter_mut().enumerate() {
+            *p = rows[i * channels + c];
+        }
+    });
+    out
+}
+
+multiversion! {
+    /// `out[n] = 1/k^2 * sum_j weights[j, n] * sample_j(n)` for the cells of one task.
+    fn attend_cells(
+        g: &Geometry,
+        source: &[f32],
+        flow: &[f32],
+        weights: &[f32],
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let c = g.channels;
+        let scale = 1.0 / g.taps() as f32;
+        for (i, row) in out.chunks_exact_mut(c).enumerate() {
+            let n = first + i;
+            for j in 0..g.taps() {
+                let tap = g.tap(flow, n, j);
+                let a = weights[j * g.cells() + n] * scale;
+                for corner in 0..4 {
+                    let p = tap.index[corner];
+                    axpy(row, a * tap.weight[corner], &source[p * c..(p + 1) * c]);
+                }
+            }
+        }
+    }
+}
+
+/// Fused attention pooling of one batch item: `source` `[H*W, C]` (channels-last), `flow`
+/// `[2, h*w]`, `weights` `[k*k, h*w]`; returns `[h*w, C]` (channels-last).
+pub(crate) fn attend_forward(
+    g: &Geometry,
+    source: &[f32],
+    flow: &[f32],
+    weights: &[f32],
+) -> Vec<f32> {
+    let c = g.channels;
+    let mut out = vec![0.0f32; g.cells() * c];
+    out.par_chunks_mut(CELLS_PER_TASK * c)
+        .enumerate()
+        .for_each(|(t, rows)| attend_cells(g, source, flow, weights, t * CELLS_PER_TASK, rows));
+    out
+}
+
+multiversion! {
+    /// `out[n, j*C + c] = sample_j(n)[c]` for the cells of one task.
+    fn patch_cells(g: &Geometry, source: &[f32], flow: &[f32], first: usize, out: &mut [f32]) {
+        let c = g.channels;
+        for (i, row) in out.chunks_exact_mut(c * g.taps()).enumerate() {
+            let n = first + i;
+            for (j, sample) in row.chunks_exact_mut(c).enumerate() {
+                let tap = g.tap(flow, n, j);
+                let p = tap.index[0];
+                for (s, x) in sample.iter_mut().zip(&source[p * c..(p + 1) * c]) {
+                    *s = tap.weight[0] * x;
+                }
+                for corner in 1..4 {
+                    let p = tap.index[corner];
+                    axpy(sample, tap.weight[corner], &source[p * c..(p + 1) * c]);
+                }
+            }
+        }
+    }
+}
+
+/// Sampled neighbourhoods of one batch item: `[h*w, k*k*C]` with column `(u*k + v)*C + c`.
+pub(crate) fn patches_forward(g: &Geometry, source: &[f32], flow: &[f32]) -> Vec<f32> {
+    let row = g.channels * g.taps();
+    let mut out = vec![0.0f32; g.cells() * row];
+    out.par_chunks_mut(CELLS_PER_TASK * row)
+        .enumerate()
+        .for_each(|(t, rows)| patch_cells(g, source, flow, t * CELLS_PER_TASK, rows));
+    out
+}
+
+/// Where the upstream gradient of a fused op comes from: for cell `n` and tap `j`, the channel
+/// vector that multiplies the sample and a scale.
+#[derive(Clone, Copy)]
+pub(crate) enum Upstream<'a> {
+    /// Attention pooling: `grad[n]` (channels-last `[h*w, C]`) scaled by `weights[j, n] / k^2`.
+    Attend { grad: &'a [f32], weights: &'a [f32] },
+    /// Patches: columns `j*C..(j+1)*C` of `grad[n]` (`[h*w, k*k*C]`), scale 1.
+    Patches { grad: &'a [f32] },
+}
+
+impl Upstream<'_> {
+    /// The upstream channel vector of `(n, j)` and its scale.
+    #[inline(always)]
+    fn vector(&self, g: &Geometry, n: usize, j: usize) -> (&[f32], f32) {
+        let c = g.channels;
+        match *self {
+            Upstream::Attend { grad, weights } => (
+                &grad[n * c..(n + 1) * c],
+                weights[j * g.cells() + n] / g.taps() as f32,
+            ),
+            Upstream::Patches { grad } => {
+                let start = (n * g.taps() + j) * c;
+                (&grad[start..start + c], 1.0)
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Flow gradient (`[2, h*w]` slices of the task's cells) and, for attention pooling, the
+    /// weight gradient (`[k*k, h*w]`, written through `grad_weights` at absolute positions).
+    fn flow_grad_cells(
+        g: &Geometry,
+        source: &[f32],
+        flow: &[f32],
+        up: Upstream<'_>,
+        first: usize,
+        grad_flow: &mut [[f32; 2]],
+        grad_weights: &mut [f32],
+    ) {
+        let c = g.channels;
+        let kk = g.taps();
+        for (i, gf) in grad_flow.iter_mut().enumerate() {
+            let n = first + i;
+            let mut sum = [0.0f32; 2];
+            for j in 0..kk {
+                let tap = g.tap(flow, n, j);
+                let (vec, scale) = up.vector(g, n, j);
+                let d = tap.index.map(|p| dot(vec, &source[p * c..(p + 1) * c]));
+                let (a, b) = (tap.alpha, tap.beta);
+                sum[0] += scale * ((1.0 - b) * (d[1] - d[0]) + b * (d[3] - d[2]));
+                sum[1] += scale * ((1.0 - a) * (d[2] - d[0]) + a * (d[3] - d[1]));
+                if !grad_weights.is_empty() {
+                    let s: f32 = (0..4).map(|q| tap.weight[q] * d[q]).sum();
+                    grad_weights[j * CELLS_PER_TASK + i] = s / kk as f32;
+                }
+            }
+            *gf = sum;
+        }
+    }
+}
+
+multiversion! {
+    /// Scatters the source gradient of channels `first..first + slab.len() / pixels` into `slab`
+    /// (`[H*W, width]`).
+    fn source_grad_slab(g: &Geometry, flow: &[f32], up: Upstream<'_>, first: usize, slab: &mut [f32]) {
+        let width = slab.len() / g.pixels();
+        for n in 0..g.cells() {
+            for j in 0..g.taps() {
+                let tap = g.tap(flow, n, j);
+                let (vec, scale) = up.vector(g, n, j);
+                let part = &vec[first..first + width];
+                for corner in 0..4 {
+                    let p = tap.index[corner];
+                    axpy(&mut slab[p * width..(p + 1) * width], scale * tap.weight[corner], part);
+                }
+            }
+        }
+    }
+}
+
+/// Gradients of one batch item of a fused op.
+pub(crate) struct Grads {
+    /// `[H*W, C]` channels-last, or empty when not asked for.
+    pub source: Vec<f32>,
+    /// `[2, h*w]`, or empty when not asked for.
+    pub flow: Vec<f32>,
+    /// `[k*k, h*w]` for attention pooling when asked for, else empty.
+    pub weights: Vec<f32>,
+}
+
+/// Backward of [`attend_forward`] / [`patches_forward`] for one batch item; each gradient is
+/// computed only when `want` says so (`[source, flow, weights]`).
+pub(crate) fn backward(
+    g: &Geometry,
+    source: &[f32],
+    flow: &[f32],
+    up: Upstream<'_>,
+    want: [bool; 3],
+) -> Grads {
+    let (c, kk, cells) = (g.channels, g.taps(), g.cells());
+    let want_weights = want[2] && matches!(up, Upstream::Attend { .. });
+    let mut grads = Grads {
+        source: Vec::new(),
+        flow: Vec::new(),
+        weights: Vec::new(),
+    };
+
+    if want[1] || want_weights {
+        let mut flow_cells = vec![[0.0f32; 2]; cells];
+        let tasks = cells.div_ceil(CELLS_PER_TASK);
+        // Weight gradients per task laid out `[task][k*k][CELLS_PER_TASK]`, then transposed.
+        let mut weight_tasks = vec![
+            0.0f32;
+            if want_weights {
+                tasks * kk * CELLS_PER_TASK
+            } else {
+                0
+            }
+        ];
+        let stride = if want_weights { kk * CELLS_PER_TASK } else { 0 };
+        let mut weight_chunks: Vec<&mut [f32]> = if want_weights {
+            weight_tasks.chunks_mut(stride).collect()
+        } else {
+            (0..tasks).map(|_| &mut [][..]).collect()
+        };
+        flow_cells
+            .par_chunks_mut(CELLS_PER_TASK)
+            .zip(weight_chunks.par_iter_mut())
+            .enumerate()
+            .for_each(|(t, (gf, gw))| {
+                flow_grad_cells(g, source, flow, up, t * CELLS_PER_TASK, gf, gw)
+            });
+        if want[1] {
+            grads.flow = vec![0.0f32; 2 * cells];
+            for (n, [gx, gy]) in flow_cells.iter().enumerate() {
+                grads.flow[n] = *gx;
+                grads.flow[cells + n] = *gy;
+            }
+        }
+        if want_weights {
+            grads.weights = vec![0.0f32; kk * cells];
+            for n in 0..cells {
+                let (t, i) = (n / CELLS_PER_TASK, n % CELLS_PER_TASK);
+                for j in 0..kk {
+                    grads.weights[j * cells + n] =
+                        weight_tasks[t * stride + j * CELLS_PER_TASK + i];
+                }
+            }
+        }
+    }
+
+    if want[0] {
+        // Channel slabs: one per thread, at least 16 channels wide.
+        let threads = rayon::current_num_threads().max(1);
+        let width = c.div_ceil(threads).next_multiple_of(16).min(c);
+        let slabs = c.div_ceil(width);
+        let pixels = g.pixels();
+        let mut slab_data = vec![0.0f32; pixels * c];
+        let mut parts: Vec<&mut [f32]> = Vec::with_capacity(slabs);
+        let mut rest = &mut slab_data[..];
+        for s in 0..slabs {
+            let w = width.min(c - s * width);
+            let (head, tail) = rest.split_at_mut(pixels * w);
+            parts.push(head);
+            rest = tail;
+        }
+        parts
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(s, slab)| source_grad_slab(g, flow, up, s * width, slab));
+        // Slabs back to channels-last rows.
+        let mut out = vec![0.0f32; pixels * c];
+        let mut offset = 0;
+        for s in 0..slabs {
+            let w = width.min(c - s * width);
+            let slab = &slab_data[offset..offset + pixels * w];
+            for p in 0..pixels {
+                out[p * c + s * width..p * c + s * width + w]
+                    .copy_from_slice(&slab[p * w..(p + 1) * w]);
+            }
+            offset += pixels * w;
+        }
+        grads.source = out;
+    }
+    grads
+}

@@ -1,0 +1,280 @@
+//! The fused ops as a Burn backend extension: kernels for the Flex CPU backend and a
+//! handwritten backward for `Autodiff<Flex>`.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Flex, backend_extension};
+use burn::tensor::{Shape, TensorData};
+
+use super::cpu::{self, Geometry, Upstream};
+
+/// The fused local-attention operations. Implemented for Flex and `Autodiff<Flex>`; the
+/// `Tensor` functions of [`super`] fall back to the composed ops on other backends.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedAttentionBackend: Backend {
+    /// See [`super::local_attention_fused`].
+    fn fused_local_attention(
+        source: FloatTensor<Self>,
+        flow: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        k: usize,
+    ) -> FloatTensor<Self>;
+
+    /// See [`super::extract_patches`].
+    fn fused_patches(
+        source: FloatTensor<Self>,
+        flow: FloatTensor<Self>,
+        k: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// Contiguous `f32` values of a Flex tensor (copied only when it is a strided view).
+fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
+    }
+}
+
+fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+fn geometry(source: &FlexTensor, flow: &FlexTensor, k: usize) -> (usize, Geometry) {
+    let s = source.layout().shape();
+    let f = flow.layout().shape();
+    (
+        s[0],
+        Geometry {
+            channels: s[1],
+            source_hw: [s[2], s[3]],
+            cells_hw: [f[2], f[3]],
+            k,
+        },
+    )
+}
+
+/// Per batch item: the source channels-last and this item's flow.
+fn items<'a>(
+    g: &Geometry,
+    source: &'a [f32],
+    flow: &'a [f32],
+    b: usize,
+) -> impl Iterator<Item = (Vec<f32>, &'a [f32])> + 'a {
+    let (src_len, flow_len) = (g.channels * g.pixels(), 2 * g.cells());
+    let channels = g.channels;
+    (0..b).map(move |i| {
+        (
+            cpu::to_channels_last(&source[i * src_len..(i + 1) * src_len], channels),
+            &flow[i * flow_len..(i + 1) * flow_len],
+        )
+    })
+}
+
+fn attention_forward(
+    source: &FlexTensor,
+    flow: &FlexTensor,
+    weights: &FlexTensor,
+    k: usize,
+) -> FlexTensor {
+    let (b, g) = geometry(source, flow, k);
+    let (src, fl, w) = (values(source), values(flow), values(weights));
+    let w_len = g.taps() * g.cells();
+    let mut out = Vec::with_capacity(b * g.channels * g.cells());
+    for (i, (src_cl, flow_i)) in items(&g, &src, &fl, b).enumerate() {
+        let rows = cpu::attend_forward(&g, &src_cl, flow_i, &w[i * w_len..(i + 1) * w_len]);
+        out.extend(cpu::to_planar(&rows, g.channels));
+    }
+    tensor(out, [b, g.channels, g.cells_hw[0], g.cells_hw[1]])
+}
+
+fn patches_forward(source: &FlexTensor, flow: &FlexTensor, k: usize) -> FlexTensor {
+    let (b, g) = geometry(source, flow, k);
+    let (src, fl) = (values(source), values(flow));
+    let mut out = Vec::with_capacity(b * g.cells() * g.channels * g.taps());
+    for (src_cl, flow_i) in items(&g, &src, &fl, b) {
+        out.extend(cpu::patches_forward(&g, &src_cl, flow_i));
+    }
+    tensor(out, [b, g.cells(), g.channels * g.taps()])
+}
+
+/// Gradients of a fused op over a batch: `[source, flow, weights]`, each `None` unless wanted.
+fn backward(
+    source: &FlexTensor,
+    flow: &FlexTensor,
+    weights: Option<&FlexTensor>,
+    grad: &FlexTensor,
+    k: usize,
+    want: [bool; 3],
+) -> [Option<FlexTensor>; 3] {
+    let (b, g) = geometry(source, flow, k);
+    let (src, fl, gr) = (values(source), values(flow), values(grad));
+    let w = weights.map(values);
+    let (w_len, g_len) = (
+        g.taps() * g.cells(),
+        if w.is_some() {
+            g.channels * g.cells()
+        } else {
+            g.channels * g.taps() * g.cells()
+        },
+    );
+    let mut acc: [Vec<f32>; 3] = Default::default();
+    for (i, (src_cl, flow_i)) in items(&g, &src, &fl, b).enumerate() {
+        let grad_i = &gr[i * g_len..(i + 1) * g_len];
+        let grad_cl;
+        let up = match &w {
+            Some(w) => {
+                grad_cl = cpu::to_channels_last(grad_i, g.channels);
+                Upstream::Attend {
+                    grad: &grad_cl,
+                    weights: &w[i * w_len..(i + 1) * w_len],
+                }
+            }
+            None => Upstream::Patches { grad: grad_i },
+        };
+        let grads = cpu::backward(&g, &src_cl, flow_i, up, want);
+        acc[0].extend(cpu::to_planar(&grads.source, g.channels));
+        acc[1].extend(grads.flow);
+        acc[2].extend(grads.weights);
+    }
+    let [s, f, w] = acc;
+    [
+        want[0].then(|| tensor(s, [b, g.channels, g.source_hw[0], g.source_hw[1]])),
+        want[1].then(|| tensor(f, [b, 2, g.cells_hw[0], g.cells_hw[1]])),
+        (want[2] && weights.is_some())
+            .then(|| tensor(w, [b, g.taps(), g.cells_hw[0], g.cells_hw[1]])),
+    ]
+}
+
+impl FusedAttentionBackend for Flex {
+    fn fused_local_attention(
+        source: FlexTensor,
+        flow: FlexTensor,
+        weights: FlexTensor,
+        k: usize,
+    ) -> FlexTensor {
+        attention_forward(&source, &flow, &weights, k)
+    }
+
+    fn fused_patches(source: FlexTensor, flow: FlexTensor, k: usize) -> FlexTensor {
+        patches_forward(&source, &flow, k)
+    }
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 3> for AttentionBackward {
+    type State = (NodeId, NodeId, NodeId, usize);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_source, node_flow, node_weights] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (source, flow, weights, k) = ops.state;
+        let source: FlexTensor = checkpointer.retrieve_node_output(source);
+        let flow: FlexTensor = checkpointer.retrieve_node_output(flow);
+        let weights: FlexTensor = checkpointer.retrieve_node_output(weights);
+        let want = [
+            node_source.is_some(),
+            node_flow.is_some(),
+            node_weights.is_some(),
+        ];
+        let [gs, gf, gw] = backward(&source, &flow, Some(&weights), &grad, k, want);
+        for (node, g) in [(node_source, gs), (node_flow, gf), (node_weights, gw)] {
+            if let (Some(node), Some(g)) = (node, g) {
+                grads.register::<Flex>(node.id, g);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PatchesBackward;
+
+impl Backward<Flex, 2> for PatchesBackward {
+    type State = (NodeId, NodeId, usize);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_source, node_flow] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (source, flow, k) = ops.state;
+        let source: FlexTensor = checkpointer.retrieve_node_output(source);
+        let flow: FlexTensor = checkpointer.retrieve_node_output(flow);
+        let want = [node_source.is_some(), node_flow.is_some(), false];
+        let [gs, gf, _] = backward(&source, &flow, None, &grad, k, want);
+        for (node, g) in [(node_source, gs), (node_flow, gf)] {
+            if let (Some(node), Some(g)) = (node, g) {
+                grads.register::<Flex>(node.id, g);
+            }
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Flex, C> {
+    fn fused_local_attention(
+        source: FloatTensor<Self>,
+        flow: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        k: usize,
+    ) -> FloatTensor<Self> {
+        match AttentionBackward
+            .prepare::<C>([source.node(), flow.node(), weights.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (
+                    prep.checkpoint(&source),
+                    prep.checkpoint(&flow),
+                    prep.checkpoint(&weights),
+                    k,
+                );
+                let out =
+                    attention_forward(source.primitive(), flow.primitive(), weights.primitive(), k);
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(attention_forward(
+                source.primitive(),
+                flow.primitive(),
+                weights.primitive(),
+                k,
+            )),
+        }
+    }
+
+    fn fused_patches(
+        source: FloatTensor<Self>,
+        flow: FloatTensor<Self>,
+        k: usize,
+    ) -> FloatTensor<Self> {
+        match PatchesBackward
+            .prepare::<C>([source.node(), flow.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&source), prep.checkpoint(&flow), k);
+                let out = patches_forward(source.primitive(), flow.primitive(), k);
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(patches_forward(source.primitive(), flow.primitive(), k))
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Fused local attention: the same values as the composed ops ([`crate::local_attention`],
+//! [`crate::extract_blocks`]) without building the `k*k`-times larger block tensor, and with
+//! a handwritten backward.
+//!
+//! On the Flex CPU backend (float32) these run hand-written kernels registered as a Burn backend
+//! extension, with their own `Backward` under autodiff; on every other backend, dtype or build
+//! they run the composed tensor ops, which stay the reference the fused kernels are tested
+//! against.
+
+use burn::tensor::{DType, Tensor};
+
+use crate::attention::local_attention;
+use crate::block::extract_blocks;
+
+#[cfg(feature = "flex")]
+mod cpu;
+#[cfg(feature = "flex")]
+mod flex;
+
+#[cfg(feature = "flex")]
+pub use flex::FusedAttentionBackend;
+
+/// Whether `t`'s backend and dtype have the fused kernels.
+fn fused_available(t: &Tensor<4>) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::DispatchDevice;
+        t.dtype() == DType::F32
+            && matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (t, DType::F32);
+        false
+    }
+}
+
+fn check(source: &Tensor<4>, flow: &Tensor<4>, k: usize, op: &str) {
+    let [b, _, _, _] = source.dims();
+    let [bf, cf, _, _] = flow.dims();
+    assert!(k > 0, "{op}: kernel size must be positive, got {k}");
+    assert_eq!(
+        cf,
+        2,
+        "{op}: flow must have 2 channels (x, y), got shape {:?}",
+        flow.dims()
+    );
+    assert_eq!(
+        b,
+        bf,
+        "{op}: source {:?} and flow {:?} differ in batch size",
+        source.dims(),
+        flow.dims()
+    );
+}
+
+/// The local attention of [`crate::local_attention`], fused: for every cell of `flow`, the
+/// `k x k` source neighbourhood at `cell + flow` is sampled bilinearly (border clamping) and
+/// mixed with `weights` (`[B, k*k, h, w]`, channel `u*k + v`), divided by `k^2` as the
+/// official op. Returns `[B, C, h, w]`.
+///
+/// Memory: the output and one channels-last copy of the source (two with gradients), never
+/// the `[B, C, k*h, k*w]` blocks. Gradients flow to source, flow and weights.
+///
+/// # Panics
+/// On the shape errors of [`crate::local_attention`].
+pub fn local_attention_fused(
+    source: Tensor<4>,
+    flow: Tensor<4>,
+    weights: Tensor<4>,
+    k: usize,
+) -> Tensor<4> {
+    let op = "local_attention_fused";
+    check(&source, &flow, k, op);
+    let [b, _, h, w] = flow.dims();
+    assert_eq!(
+        weights.dims(),
+        [b, k * k, h, w],
+        "{op}: weights {:?} must be [B, k*k, h, w] = {:?}",
+        weights.dims(),
+        [b, k * k, h, w]
+    );
+    if !(fused_available(&source) && fused_available(&flow) && fused_available(&weights)) {
+        return local_attention(source, flow, weights, k);
+    }
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::Dispatch;
+        Tensor::from_dispatch(<Dispatch as FusedAttentionBackend>::fused_local_attention(
+            source.into_dispatch(),
+            flow.into_dispatch(),
+            weights.into_dispatch(),
+            k,
+        ))
+    }
+    #[cfg(not(feature = "flex"))]
+    unreachable!()
+}
+
+/// The sampled `k x k` neighbourhoods of [`crate::extract_blocks`], one row per cell:
+/// `[B, h*w, k*k*C]`, column `(u*k + v)*C + c`. The official `k x k`, stride-`k` convolution
+/// over the blocks is then one matrix product with its weight permuted to `[O, k, k, C]`.
+///
+/// # Panics
+/// On the shape errors of [`crate::extract_blocks`].
+pub fn extract_patches(source: Tensor<4>, flow: Tensor<4>, k: usize) -> Tensor<3> {
+    check(&source, &flow, k, "extract_patches");
+    if !(fused_available(&source) && fused_available(&flow)) {
+        return extract_patches_composed(source, flow, k);
+    }
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::Dispatch;
+        Tensor::from_dispatch(<Dispatch as FusedAttentionBackend>::fused_patches(
+            source.into_dispatch(),
+            flow.into_dispatch(),
+            k,
+        ))
+    }
+    #[cfg(not(feature = "flex"))]
+    unreachable!()
+}
+
+/// [`extract_patches`] composed from [`crate::extract_blocks`]: the reference, and the path
+/// of backends without fused kernels.
+pub fn extract_patches_composed(source: Tensor<4>, flow: Tensor<4>, k: usize) -> Tensor<3> {
+    let [b, c, _, _] = source.dims();
+    let [_, _, h, w] = flow.dims();
+    extract_blocks(source, flow, k)
+        .reshape([b, c, h, k, w, k])
+        .permute([0, 2, 4, 3, 5, 1])
+        .reshape([b, h * w, k * k * c])
+}
+
+/// The parameters of the official `ExtractorAttn` kernel-prediction network
+/// (`fully_connect_layer.{0,2}`): a `k x k`, stride-`k` convolution over the concatenated
+/// (target, source) blocks, `[O, 2C, k, k]`, LeakyReLU, and a `1 x 1` convolution to the `k^2`
+/// logits, `[k*k, O, 1, 1]`.
+#[derive(Debug, Clone)]
+pub struct KernelPrediction {
+    pub fuse_weight: Tensor<4>,
+    pub fuse_bias: Option<Tensor<1>>,
+    pub logits_weight: Tensor<4>,
+    pub logits_bias: Option<Tensor<1>>,
+    /// LeakyReLU slope between the two convolutions (0.1 in the official networks).
+    pub slope: f64,
+}
+
+/// The whole official `ExtractorAttn`: attention weights predicted from the target and
+/// source neighbourhoods, then the local attention. Returns `(features [B, C, h, w], weights
+/// [B, k*k, h, w])`; `source`, `target`: `[B, C, h, w]`, `flow`: `[B, 2, h, w]`.
+///
+/// The stride-`k` convolution over blocks is computed as matrix products over
+/// [`extract_patches`] (the same sums, without the concatenated `[B, 2C, k*h, k*w]` tensor),
+/// and the pooling with [`local_attention_fused`], which never builds the blocks.
+pub fn extractor_attention(
+    source: Tensor<4>,
+    target: Tensor<4>,
+    flow: Tensor<4>,
+    net: &KernelPrediction,
+    k: usize,
+) -> (Tensor<4>, Tensor<4>) {
+    let [b, c, h, w] = target.dims();
+    let [o, c2, kh, kw] = net.fuse_weight.dims();
+    assert!(
+        c2 == 2 * c && kh == k && kw == k,
+        "extractor_attention: fuse weight {:?} does not fit {c} channels and k = {k}",
+        net.fuse_weight.dims()
+    );
+    let ck = c * k * k;
+    // [O, 2C, k, k] -> two [k*k*C, O] halves in the patches' column order.
+    let half = |range: std::ops::Range<usize>| {
+        net.fuse_weight
+            .clone()
+            .slice_dim(1, range)
+            .permute([0, 2, 3, 1])
+            .reshape([o, ck])
+            .transpose()
+    };
+    let (fuse_target, fuse_source) = (half(0..c), half(c..2 * c));
+    let still = Tensor::<4>::zeros([b, 2, h, w], (&target.device(), target.dtype()));
+    let rows = |p: Tensor<3>| p.reshape([b * h * w, ck]);
+    let mut z = rows(extract_patches(target, still, k)).matmul(fuse_target)
+        + rows(extract_patches(source.clone(), flow.clone(), k)).matmul(fuse_source);
+    if let Some(bias) = &net.fuse_bias {
+        z = z + bias.clone().unsqueeze_dim(0);
+    }
+    let z = burn::tensor::activation::leaky_relu(z, net.slope);
+    let [kk, _, _, _] = net.logits_weight.dims();
+    let mut logits = z.matmul(net.logits_weight.clone().reshape([kk, o]).transpose());
+    if let Some(bias) = &net.logits_bias {
+        logits = logits + bias.clone().unsqueeze_dim(0);
+    }
+    let logits = logits.reshape([b, h, w, kk]).permute([0, 3, 1, 2]);
+    let weights = burn::tensor::activation::softmax(logits, 1);
+    (
+        local_attention_fused(source, flow, weights.clone(), k),
+        weights,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, Tolerance};
+
+    fn random(shape: [usize; 4], scale: f64, device: &Device) -> Tensor<4> {
+        Tensor::random(shape, Distribution::Uniform(-scale, scale), device)
+    }
+
+    /// Shapes with a flow map smaller than the source, odd and even k, batch 2, and flows that
+    /// reach far outside the map (border clamping).
+    const CASES: [([usize; 4], [usize; 2], usize); 4] = [
+        ([2, 3, 6, 5], [6, 5], 3),
+        ([1, 20, 7, 9], [4, 3], 5),
+        ([2, 17, 5, 5], [5, 5], 2),
+        ([1, 4, 3, 8], [3, 8], 1),
+    ];
+
+    #[test]
+    fn fused_attention_equals_composed_values_and_gradients() {
+        let device = Device::flex().autodiff();
+        for (shape, [h, w], k) in CASES {
+            let b = shape[0];
+            let source = random(shape, 1.0, &device).require_grad();
+            let flow = random([b, 2, h, w], 4.0, &device).require_grad();
+            let weights =
+                burn::tensor::activation::softmax(random([b, k * k, h, w], 2.0, &device), 1)
+                    .detach()
+                    .require_grad();
+            let probe = random([b, shape[1], h, w], 1.0, &device);
+            let run = |fused: bool| {
+                let out = if fused {
+                    local_attention_fused(source.clone(), flow.clone(), weights.clone(), k)
+                } else {
+                    local_attention(source.clone(), flow.clone(), weights.clone(), k)
+                };
+                let grads = (out.clone() * probe.clone()).sum().backward();
+                [
+                    out.inner(),
+                    source.grad(&grads).unwrap(),
+                    flow.grad(&grads).unwrap(),
+                    weights.grad(&grads).unwrap(),
+                ]
+            };
+            let (fast, slow) = (run(true), run(false));
+            for (name, (f, s)) in ["out", "source", "flow", "weights"]
+                .iter()
+                .zip(fast.into_iter().zip(slow))
+            {
+                assert_eq!(f.dims(), s.dims(), "{name} {shape:?} k={k}");
+                f.into_data()
+                    .assert_approx_eq::<f32>(&s.into_data(), Tolerance::absolute(2e-5));
+                let _ = name;
+            }
+        }
+    }
+
+    #[test]
+    fn fused_patches_equal_composed_values_and_gradients() {
+        let device = Device::flex().autodiff();
+        for (shape, [h, w], k) in CASES {
+            let b = shape[0];
+            let source = random(shape, 1.0, &device).require_grad();
+            let flow = random([b, 2, h, w], 4.0, &device).require_grad();
+            let probe = Tensor::<3>::random(
+                [b, h * w, k * k * shape[1]],
+                Distribution::Uniform(-1.0, 1.0),
+                &device,
+            );
+            let run = |fused: bool| {
+                let out = if fused {
+                    extract_patches(source.clone(), flow.clone(), k)
+                } else {
+                    extract_patches_composed(source.clone(), flow.clone(), k)
+                };
+                let grads = (out.clone() * probe.clone()).sum().backward();
+                (
+                    out.inner(),
+                    source.grad(&grads).unwrap(),
+                    flow.grad(&grads).unwrap(),
+                )
+            };
+            let (fast, slow) = (run(true), run(false));
+            fast.0
+                .into_data()
+                .assert_approx_eq::<f32>(&slow.0.into_data(), Tolerance::absolute(1e-6));
+            fast.1
+                .into_data()
+                .assert_approx_eq::<f32>(&slow.1.into_data(), Tolerance::absolute(2e-5));
+            fast.2
+                .into_data()
+                .assert_approx_eq::<f32>(&slow.2.into_data(), Tolerance::absolute(2e-5));
+        }
+    }
+
+    #[test]
+    fn untracked_inputs_and_plain_devices_take_the_fused_path() {
+        let device = Device::flex();
+        let source = random([1, 3, 4, 4], 1.0, &device);
+        assert!(fused_available(&source));
+        let flow = random([1, 2, 4, 4], 1.0, &device);
+        let weights = Tensor::ones([1, 9, 4, 4], &device) / 9.0;
+        local_attention_fused(source.clone(), flow.clone(), weights.clone(), 3)
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &local_attention(source, flow, weights, 3).into_data(),
+                Tolerance::absolute(1e-6),
+            );
+    }
+}
