@@ -9,6 +9,8 @@ use burn::tensor::Device;
 use clap::Parser;
 use gfla_eval::evaluate::default_threads;
 use gfla_eval::evaluate::lpips_scores;
+use gfla_eval::fid::{FidBatches, fid_folders, fid_images};
+use gfla_eval::inception::{InceptionV3, InceptionWeights};
 use gfla_eval::lpips::LPIPS_BATCH;
 use gfla_eval::{
     Annotations, EvalOptions, Lpips, PairingMode, Report, Resize, RunInfo, evaluate_pairs,
@@ -16,8 +18,8 @@ use gfla_eval::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Pose-transfer metrics (SSIM, PSNR, L1, MAE, Market masked variants, and LPIPS when its
-/// weights are given) computed exactly as the official GFLA evaluation script does.
+/// Pose-transfer metrics (SSIM, PSNR, L1, MAE, Market masked variants, and LPIPS and FID when
+/// their weights are given) computed exactly as the official GFLA evaluation script does.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -58,9 +60,45 @@ struct Args {
     #[arg(long, value_name = "FILE", requires = "lpips_alexnet")]
     lpips_lin: Option<PathBuf>,
 
+    /// Inception-v3 weights for FID, needs --fid-real: torchvision's `inception_v3_google-*.pth`
+    /// (the GFLA protocol) or pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`
+    /// (pytorch-fid's protocol, stated as not GFLA's in the report).
+    #[arg(long, value_name = "FILE", requires = "fid_real")]
+    fid_inception: Option<PathBuf>,
+
+    /// Real image folder FID compares the generated folder with (the script's --fid_real_path:
+    /// the training images at the generation size, e.g. train_12864 or train_256); needs
+    /// --fid-inception. Every *.jpg and *.png of both folders is read.
+    #[arg(long, value_name = "DIR", requires = "fid_inception")]
+    fid_real: Option<PathBuf>,
+
+    /// Layout of the --fid-inception file: `auto` tells torchvision from pytorch-fid by the
+    /// rows of `fc.weight` (1000 or 1008).
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|torchvision|pytorch-fid",
+        value_parser = parse_fid_weights
+    )]
+    fid_weights: FidWeights,
+
     /// Worker threads (default: all available cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+}
+
+/// `--fid-weights`: `None` for `auto`.
+#[derive(Debug, Clone, Copy)]
+struct FidWeights(Option<InceptionWeights>);
+
+fn parse_fid_weights(s: &str) -> Result<FidWeights, String> {
+    match s {
+        "auto" => Ok(FidWeights(None)),
+        _ => s
+            .parse()
+            .map(|w| FidWeights(Some(w)))
+            .map_err(|_| format!("expected `auto`, `torchvision` or `pytorch-fid`, got `{s}`")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -76,9 +114,22 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let pairs = pair_folders(&args.generated, &args.ground_truth, args.pairing)?;
-    // Load the network first, so a bad weight file fails before the long part.
+    // Load the networks first, so a bad weight file fails before the long part.
     let mut lpips = match (&args.lpips_alexnet, &args.lpips_lin) {
         (Some(alexnet), Some(lin)) => Some(Lpips::load(alexnet, lin, &Device::flex())?),
+        _ => None,
+    };
+    let mut inception = match (&args.fid_inception, &args.fid_real) {
+        (Some(weights), Some(real)) => {
+            let net = InceptionV3::load(weights, args.fid_weights.0, &Device::flex())?;
+            // The folders' image counts, checked now rather than after the paired metrics.
+            let used = FidBatches::new(
+                net.weights,
+                fid_images(real)?.len(),
+                fid_images(&args.generated)?.len(),
+            );
+            Some((net, weights, real, used))
+        }
         _ => None,
     };
     let annotations = args
@@ -118,6 +169,24 @@ fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
 
+    let fid = match inception.as_mut() {
+        Some((net, weights_file, real, used)) => {
+            let bar = ProgressBar::new((used.real_used + used.generated_used) as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} images (FID) [{elapsed_precise}, ETA {eta}]",
+                )
+                .expect("valid progress template"),
+            );
+            let weights = net.weights;
+            let shown = weights_file.display().to_string();
+            let scores = fid_folders(&args.generated, real, net, weights, &shown, &|| bar.inc(1));
+            bar.finish_and_clear();
+            Some(scores?)
+        }
+        None => None,
+    };
+
     let mut report = Report::new(
         RunInfo {
             generated_dir: args.generated.display().to_string(),
@@ -133,6 +202,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     );
     if let Some(scores) = lpips {
         report = report.with_lpips(scores);
+    }
+    if let Some(scores) = fid {
+        report = report.with_fid(scores);
     }
     print!("{}", report.table());
     if let Some(path) = &args.json {

@@ -1,5 +1,5 @@
-//! The evaluation report: means over all pairs, protocol notes, the readable table and the
-//! JSON document.
+//! The evaluation report: means over all pairs, LPIPS and FID when computed, protocol notes,
+//! the readable table and the JSON document.
 //!
 //! JSON has no infinity or NaN; `serde_json` writes both as `null`. A `null` PSNR is `+inf`
 //! (identical images, counted in `counts.psnr_infinite`); `means.psnr_finite` is the mean over
@@ -11,18 +11,40 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::evaluate::{LpipsScores, PairMetrics};
+use crate::fid::FidScores;
 use crate::image_io::Resize;
+use crate::inception::InceptionWeights;
 use crate::pairing::PairingMode;
 use crate::ssim::SsimProtocol;
 
-/// Metrics not computed in a run without LPIPS weights, and why.
+/// Metrics not computed in a run without LPIPS and FID weights, and why.
 pub const NOT_COMPUTED: &str = "LPIPS and mask-LPIPS need user-supplied network weights \
-     (--lpips-alexnet, --lpips-lin) and were not computed; FID needs torchvision \
-     Inception-v3 weights and is not computed yet";
+     (--lpips-alexnet, --lpips-lin) and were not computed; FID needs user-supplied \
+     Inception-v3 weights and the real image folder (--fid-inception, --fid-real) and was not \
+     computed";
 
-/// Metrics not computed in a run with LPIPS.
-pub const NOT_COMPUTED_FID: &str =
-    "FID needs torchvision Inception-v3 weights and is not computed yet";
+/// Metrics not computed in a run with LPIPS but without FID.
+pub const NOT_COMPUTED_FID: &str = "FID needs user-supplied Inception-v3 weights and the real \
+     image folder (--fid-inception, --fid-real) and was not computed";
+
+/// Metrics not computed in a run with FID but without LPIPS.
+pub const NOT_COMPUTED_LPIPS: &str = "LPIPS and mask-LPIPS need user-supplied network weights \
+     (--lpips-alexnet, --lpips-lin) and were not computed";
+
+/// How FID was computed with torchvision's weights: the GFLA protocol.
+pub const FID_NOTE_TORCHVISION: &str = "Frechet distance of Inception-v3 pool3 (2048-d) \
+     feature statistics, every *.jpg/*.png of the generated folder vs the real folder \
+     (--fid-real, the script's --fid_real_path: the training set); torchvision weights, images \
+     f32/255 resized bilinearly to 299x299 (align_corners=False), then x*(s/0.5)+(m-0.5)/0.5 \
+     with ImageNet m, s; real folder first, batches of 64 (lowered to a smaller folder's size), \
+     remainders dropped, as the GFLA script does; no statistics.npz cache";
+
+/// How FID was computed with pytorch-fid's weights: not the GFLA protocol.
+pub const FID_NOTE_PYTORCH_FID: &str = "Frechet distance of Inception-v3 pool3 (2048-d) \
+     feature statistics, generated folder vs --fid-real, with pytorch-fid's TF-Inception weights \
+     and blocks, images resized bilinearly to 299x299 (align_corners=False) then 2x-1, every \
+     image used: pytorch-fid's protocol, NOT the GFLA script's (torchvision weights and \
+     preprocessing), so not comparable with published GFLA FIDs";
 
 /// Protocol note of a metric key used in tables and reports.
 pub fn protocol_note(key: &str) -> &'static str {
@@ -119,7 +141,12 @@ pub struct Report {
     /// LPIPS and mask-LPIPS, when weights were given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lpips: Option<LpipsScores>,
-    pub not_computed: &'static str,
+    /// FID, when Inception weights were given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fid: Option<FidScores>,
+    /// Which metrics were not computed and why (absent when all were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_computed: Option<&'static str>,
     pub images: Vec<PairMetrics>,
 }
 
@@ -191,7 +218,8 @@ impl Report {
             counts,
             means,
             lpips: None,
-            not_computed: NOT_COMPUTED,
+            fid: None,
+            not_computed: Some(NOT_COMPUTED),
             images,
         }
     }
@@ -216,8 +244,73 @@ impl Report {
             ));
         }
         self.lpips = Some(scores);
-        self.not_computed = NOT_COMPUTED_FID;
+        self.update_not_computed();
         self
+    }
+
+    /// Adds FID with its protocol note and the ways this run departs from the script.
+    pub fn with_fid(mut self, scores: FidScores) -> Self {
+        let gfla = scores.weights == InceptionWeights::Torchvision.name();
+        self.protocol.push(ProtocolEntry {
+            metric: "fid",
+            protocol: if gfla {
+                FID_NOTE_TORCHVISION
+            } else {
+                FID_NOTE_PYTORCH_FID
+            },
+        });
+        if !gfla {
+            self.notes.push(
+                "FID was computed with pytorch-fid's weights and protocol, not the published \
+                 GFLA protocol (torchvision's Inception-v3 weights and the script's \
+                 preprocessing); pytorch-fid also reads .bmp/.jpeg/.pgm/.ppm/.tif/.tiff/.webp \
+                 files, gfla-eval only .jpg and .png"
+                    .into(),
+            );
+        }
+        self.notes.push(
+            "FID runs Inception-v3 in f32 on Burn's CPU backend after a re-implementation of \
+             PyTorch's bilinear upsampling; the script ran both on CUDA, whose fused \
+             multiply-adds and convolution algorithms round differently, so features can differ \
+             in the last bits; the Frechet distance takes tr sqrt(S1 S2) from a pivoted Cholesky \
+             and an SVD rather than scipy's sqrtm (the same up to round-off)"
+                .into(),
+        );
+        let (real_dropped, generated_dropped) = scores.dropped();
+        if real_dropped + generated_dropped > 0 {
+            let b = &scores.batches;
+            self.notes.push(format!(
+                "FID used {} of {} real images (batches of {}) and {} of {} generated images \
+                 (batches of {}), dropping the remainders as the GFLA script does; the dropped \
+                 images are the last in file-name order (.jpg before .png) while the script \
+                 drops the last in directory order, so the subset used can differ",
+                b.real_used,
+                scores.real_images,
+                b.real_batch,
+                b.generated_used,
+                scores.generated_images,
+                b.generated_batch
+            ));
+        }
+        if self.resize != Resize::None.to_string() {
+            self.notes.push(format!(
+                "--resize {} applies to the paired metrics only; FID reads both folders as they \
+                 are, as the script does",
+                self.resize
+            ));
+        }
+        self.fid = Some(scores);
+        self.update_not_computed();
+        self
+    }
+
+    fn update_not_computed(&mut self) {
+        self.not_computed = match (self.lpips.is_some(), self.fid.is_some()) {
+            (false, false) => Some(NOT_COMPUTED),
+            (true, false) => Some(NOT_COMPUTED_FID),
+            (false, true) => Some(NOT_COMPUTED_LPIPS),
+            (true, true) => None,
+        };
     }
 
     /// The JSON document (pretty-printed).
@@ -266,6 +359,21 @@ impl Report {
                 rows.push(("mask-LPIPS", score(l.mask_lpips), note("mask_lpips")));
             }
         }
+        if let Some(f) = &self.fid {
+            let note = self
+                .protocol
+                .iter()
+                .find(|p| p.metric == "fid")
+                .map_or("", |p| p.protocol);
+            rows.push((
+                "FID",
+                value(f.fid),
+                format!(
+                    "{note}; {} real and {} generated images used",
+                    f.batches.real_used, f.batches.generated_used
+                ),
+            ));
+        }
         let label_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
         let value_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(5);
         let mut out = format!(
@@ -281,7 +389,9 @@ impl Report {
             let _ = writeln!(out, "{label:label_width$}  {v:>value_width$}  {note}");
         }
         out.push('\n');
-        let _ = writeln!(out, "{}.", self.not_computed);
+        if let Some(not_computed) = self.not_computed {
+            let _ = writeln!(out, "{not_computed}.");
+        }
         for note in &self.notes {
             let _ = writeln!(out, "note: {note}.");
         }
@@ -371,7 +481,11 @@ mod tests {
         assert!(table.contains("PSNR"), "{table}");
         assert!(table.contains("inf"), "{table}");
         assert!(table.contains("1 identical pair(s)"), "{table}");
-        assert!(table.contains("not computed yet"), "{table}");
+        assert!(
+            table.contains("FID needs user-supplied Inception-v3"),
+            "{table}"
+        );
+        assert_eq!(json["not_computed"], NOT_COMPUTED);
     }
 
     #[test]
@@ -424,6 +538,90 @@ mod tests {
         assert!(table.contains("n/a"), "{table}");
         assert!(table.contains("no full batch of 64 pairs"), "{table}");
         assert!(!table.contains("mask-LPIPS"), "{table}");
+    }
+
+    fn fid_scores(weights: InceptionWeights, real: usize, generated: usize) -> FidScores {
+        FidScores {
+            fid: 12.5,
+            weights: weights.name(),
+            weights_file: "inception.pth".into(),
+            real_dir: "train".into(),
+            real_images: real,
+            generated_images: generated,
+            batches: crate::fid::FidBatches::new(weights, real, generated),
+        }
+    }
+
+    #[test]
+    fn fid_row_notes_and_json() {
+        let report = Report::new(info(), vec![pair("a", 20.0, false)]).with_fid(fid_scores(
+            InceptionWeights::Torchvision,
+            130,
+            70,
+        ));
+        let table = report.table();
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("FID ") && l.contains(" 12.5000  Frechet")),
+            "{table}"
+        );
+        assert!(table.contains("torchvision weights"), "{table}");
+        assert!(
+            table.contains("128 real and 64 generated images used"),
+            "{table}"
+        );
+        assert!(
+            table.contains("FID used 128 of 130 real images (batches of 64) and 64 of 70"),
+            "{table}"
+        );
+        assert!(table.contains("LPIPS and mask-LPIPS need"), "{table}");
+        assert!(!table.contains("FID needs"), "{table}");
+        assert!(!table.contains("pytorch-fid's protocol"), "{table}");
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["fid"]["fid"], 12.5);
+        assert_eq!(json["fid"]["weights"], "torchvision");
+        assert_eq!(json["fid"]["real_used"], 128);
+        assert_eq!(json["fid"]["generated_batch"], 64);
+        assert_eq!(json["not_computed"], NOT_COMPUTED_LPIPS);
+        assert_eq!(
+            report.protocol.last().unwrap().protocol,
+            FID_NOTE_TORCHVISION
+        );
+
+        // Both LPIPS and FID: nothing left out; pytorch-fid weights and --resize are stated.
+        let lpips = LpipsScores {
+            batch_size: 64,
+            pairs_used: 0,
+            pairs_dropped: 1,
+            lpips: None,
+            mask_lpips: None,
+            per_pair: vec![],
+            mask_per_pair: None,
+        };
+        let mut i = info();
+        i.resize = Resize::To {
+            height: 128,
+            width: 64,
+        };
+        let report = Report::new(i, vec![pair("a", 20.0, false)])
+            .with_fid(fid_scores(InceptionWeights::PytorchFid, 130, 70))
+            .with_lpips(lpips);
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert!(json.get("not_computed").is_none(), "{json}");
+        let table = report.table();
+        assert!(table.contains("NOT the GFLA script's"), "{table}");
+        assert!(table.contains("not the published GFLA protocol"), "{table}");
+        assert!(
+            table.contains("130 real and 70 generated images used"),
+            "{table}"
+        );
+        assert!(!table.contains("FID used"), "{table}");
+        assert!(
+            table.contains("--resize 128x64 applies to the paired metrics only"),
+            "{table}"
+        );
+        assert!(!table.contains("need"), "{table}");
     }
 
     #[test]

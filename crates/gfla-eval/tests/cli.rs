@@ -115,7 +115,15 @@ fn identical_folders_with_gfla_pairing() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("uniform 51x51 window"), "{stdout}");
-    assert!(stdout.contains("not computed yet"), "{stdout}");
+    // Without weights, LPIPS and FID are named as not computed, with the options they need.
+    assert!(
+        stdout.contains("(--lpips-alexnet, --lpips-lin)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(--fid-inception, --fid-real) and was not computed"),
+        "{stdout}"
+    );
 
     let report: Value = serde_json::from_str(&std::fs::read_to_string(out_path).unwrap()).unwrap();
     assert_eq!(report["counts"]["pairs"], 2);
