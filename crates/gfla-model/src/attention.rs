@@ -58,7 +58,15 @@ impl LocalAttention {
             logits_bias: self.logits.bias.as_ref().map(|b| b.val()),
             slope: LEAKY_SLOPE,
         };
-        let (features, weights) = extractor_attention(source, target, flow, &net, self.kernel_size);
+        let k = self.kernel_size;
+        let [b, c, h, w] = target.dims();
+        let hidden = self.fuse.weight.dims()[0];
+        // Per cell: the two halves of the k x k convolution, the 1 x 1 one, and the pooling's
+        // four-corner sampling and weighting of k*k C-vectors.
+        crate::flops::add(
+            ((2 * c * k * k * hidden + hidden * k * k + 5 * k * k * c) * b * h * w) as u64,
+        );
+        let (features, weights) = extractor_attention(source, target, flow, &net, k);
         AttentionOutput { features, weights }
     }
 }

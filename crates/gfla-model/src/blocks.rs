@@ -10,6 +10,8 @@ use burn::tensor::activation::leaky_relu;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
+use crate::flops::{conv_transpose2d, conv2d};
+
 /// The negative slope of every LeakyReLU in GFLA.
 pub const LEAKY_SLOPE: f64 = 0.1;
 
@@ -119,8 +121,8 @@ impl EncoderBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = self.conv1.forward(lrelu(self.norm1.forward(x)));
-        self.conv2.forward(lrelu(self.norm2.forward(x)))
+        let x = conv2d(&self.conv1, lrelu(self.norm1.forward(x)));
+        conv2d(&self.conv2, lrelu(self.norm2.forward(x)))
     }
 }
 
@@ -144,8 +146,8 @@ impl ResBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.conv1.forward(lrelu(self.norm1.forward(x.clone())));
-        let y = self.conv2.forward(lrelu(self.norm2.forward(y)));
+        let y = conv2d(&self.conv1, lrelu(self.norm1.forward(x.clone())));
+        let y = conv2d(&self.conv2, lrelu(self.norm2.forward(y)));
         y + x
     }
 }
@@ -173,9 +175,9 @@ impl ResBlockDecoder {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.conv1.forward(lrelu(self.norm1.forward(x.clone())));
-        let y = self.up.forward(lrelu(self.norm2.forward(y)));
-        y + self.shortcut.forward(x)
+        let y = conv2d(&self.conv1, lrelu(self.norm1.forward(x.clone())));
+        let y = conv_transpose2d(&self.up, lrelu(self.norm2.forward(y)));
+        y + conv_transpose2d(&self.shortcut, x)
     }
 }
 
@@ -194,8 +196,7 @@ impl ReflectConv {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv
-            .forward(lrelu(x).pad((1, 1, 1, 1), PadMode::Reflect))
+        conv2d(&self.conv, lrelu(x).pad((1, 1, 1, 1), PadMode::Reflect))
     }
 }
 

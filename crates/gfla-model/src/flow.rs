@@ -6,6 +6,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 
 use crate::blocks::{EncoderBlock, ReflectConv, ResBlockDecoder, conv};
+use crate::flops::conv2d;
 
 /// Flow and occlusion-mask heads on one decoder stage.
 #[derive(Module, Debug)]
@@ -98,8 +99,8 @@ impl FlowEstimator {
         for (i, (dec, jump)) in self.decoders.iter().zip(&self.jumps).enumerate() {
             x = dec.forward(x) + jump.forward(skips[skips.len() - 1 - i].clone());
             if let Some(head) = heads.next_if(|h| h.stage == i) {
-                flows.push(head.flow.forward(x.clone()));
-                masks.push(sigmoid(head.mask.forward(x.clone())));
+                flows.push(conv2d(&head.flow, x.clone()));
+                masks.push(sigmoid(conv2d(&head.mask, x.clone())));
             }
         }
         (flows, masks)

@@ -353,6 +353,25 @@ mod tests {
     }
 
     #[test]
+    fn macs_of_the_market_source_encoder_by_hand() {
+        let device = Device::flex();
+        let g = GeneratorConfig::market().init(&device);
+        // EncoderBlock(cin -> cout) halving to h x w: a 4x4 convolution cin -> cout and a 3x3
+        // cout -> cout at h x w. Market: 128 x 64 -> 64 x 32 (3 -> 64), 32 x 16 (64 -> 128),
+        // 16 x 8 (128 -> 256).
+        let block = |cin: usize, cout: usize, h: usize, w: usize| {
+            (cout * cin * 16 + cout * cout * 9) * h * w
+        };
+        let expected = block(3, 64, 64, 32) + block(64, 128, 32, 16) + block(128, 256, 16, 8);
+        assert_eq!(expected, 367_001_600);
+        for batch in [1, 2] {
+            let x = Tensor::<4>::zeros([batch, 3, 128, 64], &device);
+            let (_, macs) = crate::flops::count_macs(|| g.source.pyramid(x));
+            assert_eq!(macs, (batch * expected) as u64, "batch {batch}");
+        }
+    }
+
+    #[test]
     fn ablations_build_and_run() {
         let device = Device::flex();
         let zeros = |c: usize| Tensor::<4>::zeros([1, c, 64, 32], &device);

@@ -23,6 +23,7 @@
 pub mod attention;
 pub mod blocks;
 pub mod discriminator;
+pub mod flops;
 pub mod flow;
 pub mod generator;
 pub mod picture;

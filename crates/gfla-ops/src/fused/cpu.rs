@@ -145,58 +145,65 @@ pub(crate) fn to_channels_last(planar: &[f32], channels: usize) -> Vec<f32> {
     out
 }
 
-/// `[N, C]` -> `[C, N]`.
-pub(crate) fn to_planar(rows: &[f32], channels: usize) -> Vec<f32> {
-    let n = rows.len() / channels;
-    let mut out = vec![0.0f32; rows.len()];
-    out.par_chunks_mut(n).enumerate().for_each(|(c, plane)| {
-        for (i, p) in plane.iter_mut().enumerate() {
-            *p = rows[i * channels + c];
-        }
-    });
-    out
-}
+/// An output buffer that parallel tasks write at disjoint positions.
+#[derive(Clone, Copy)]
+struct Disjoint(*mut f32);
+
+// SAFETY: every task writes only the cells it owns, so no position is written twice.
+unsafe impl Send for Disjoint {}
+unsafe impl Sync for Disjoint {}
 
 multiversion! {
-    /// `out[n] = 1/k^2 * sum_j weights[j, n] * sample_j(n)` for the cells of one task.
+    /// `out[c, n] = 1/k^2 * sum_j weights[j, n] * sample_j(n)[c]` for cells `cells` of
+    /// `out` (`[C, h*w]`, planar).
     fn attend_cells(
         g: &Geometry,
         source: &[f32],
         flow: &[f32],
         weights: &[f32],
-        first: usize,
-        out: &mut [f32],
+        cells: std::ops::Range<usize>,
+        out: Disjoint,
     ) {
         let c = g.channels;
         let scale = 1.0 / g.taps() as f32;
-        for (i, row) in out.chunks_exact_mut(c).enumerate() {
-            let n = first + i;
+        let mut row = vec![0.0f32; c];
+        for n in cells {
+            row.fill(0.0);
             for j in 0..g.taps() {
                 let tap = g.tap(flow, n, j);
                 let a = weights[j * g.cells() + n] * scale;
                 for corner in 0..4 {
                     let p = tap.index[corner];
-                    axpy(row, a * tap.weight[corner], &source[p * c..(p + 1) * c]);
+                    axpy(&mut row, a * tap.weight[corner], &source[p * c..(p + 1) * c]);
                 }
+            }
+            for (ch, v) in row.iter().enumerate() {
+                // SAFETY: `n` belongs to this task only and `ch * cells + n` is in bounds.
+                unsafe { *out.0.add(ch * g.cells() + n) = *v };
             }
         }
     }
 }
 
 /// Fused attention pooling of one batch item: `source` `[H*W, C]` (channels-last), `flow`
-/// `[2, h*w]`, `weights` `[k*k, h*w]`; returns `[h*w, C]` (channels-last).
+/// `[2, h*w]`, `weights` `[k*k, h*w]`; writes `out`, `[C, h*w]` (planar), so that nothing
+/// but the output and the channels-last source is allocated.
 pub(crate) fn attend_forward(
     g: &Geometry,
     source: &[f32],
     flow: &[f32],
     weights: &[f32],
-) -> Vec<f32> {
-    let c = g.channels;
-    let mut out = vec![0.0f32; g.cells() * c];
-    out.par_chunks_mut(CELLS_PER_TASK * c)
-        .enumerate()
-        .for_each(|(t, rows)| attend_cells(g, source, flow, weights, t * CELLS_PER_TASK, rows));
-    out
+    out: &mut [f32],
+) {
+    assert_eq!(out.len(), g.channels * g.cells());
+    let dst = Disjoint(out.as_mut_ptr());
+    let cells = g.cells();
+    (0..cells.div_ceil(CELLS_PER_TASK))
+        .into_par_iter()
+        .for_each(|t| {
+            let range = t * CELLS_PER_TASK..((t + 1) * CELLS_PER_TASK).min(cells);
+            attend_cells(g, source, flow, weights, range, dst)
+        });
 }
 
 multiversion! {
@@ -313,7 +320,7 @@ multiversion! {
 
 /// Gradients of one batch item of a fused op.
 pub(crate) struct Grads {
-    /// `[H*W, C]` channels-last, or empty when not asked for.
+    /// `[C, H*W]` planar, or empty when not asked for.
     pub source: Vec<f32>,
     /// `[2, h*w]`, or empty when not asked for.
     pub flow: Vec<f32>,
@@ -401,18 +408,18 @@ pub(crate) fn backward(
             .into_par_iter()
             .enumerate()
             .for_each(|(s, slab)| source_grad_slab(g, flow, up, s * width, slab));
-        // Slabs back to channels-last rows.
+        // Slabs ([H*W, width] each) to planar channels.
         let mut out = vec![0.0f32; pixels * c];
-        let mut offset = 0;
-        for s in 0..slabs {
-            let w = width.min(c - s * width);
-            let slab = &slab_data[offset..offset + pixels * w];
-            for p in 0..pixels {
-                out[p * c + s * width..p * c + s * width + w]
-                    .copy_from_slice(&slab[p * w..(p + 1) * w]);
-            }
-            offset += pixels * w;
-        }
+        out.par_chunks_mut(pixels)
+            .enumerate()
+            .for_each(|(ch, plane)| {
+                let (s, i) = (ch / width, ch % width);
+                let w = width.min(c - s * width);
+                let slab = &slab_data[s * width * pixels..s * width * pixels + pixels * w];
+                for (p, v) in plane.iter_mut().enumerate() {
+                    *v = slab[p * w + i];
+                }
+            });
         grads.source = out;
     }
     grads

@@ -85,10 +85,14 @@ fn attention_forward(
     let (b, g) = geometry(source, flow, k);
     let (src, fl, w) = (values(source), values(flow), values(weights));
     let w_len = g.taps() * g.cells();
-    let mut out = Vec::with_capacity(b * g.channels * g.cells());
+    let out_len = g.channels * g.cells();
+    let mut out = vec![0.0f32; b * out_len];
     for (i, (src_cl, flow_i)) in items(&g, &src, &fl, b).enumerate() {
-        let rows = cpu::attend_forward(&g, &src_cl, flow_i, &w[i * w_len..(i + 1) * w_len]);
-        out.extend(cpu::to_planar(&rows, g.channels));
+        let (weights_i, out_i) = (
+            &w[i * w_len..(i + 1) * w_len],
+            &mut out[i * out_len..(i + 1) * out_len],
+        );
+        cpu::attend_forward(&g, &src_cl, flow_i, weights_i, out_i);
     }
     tensor(out, [b, g.channels, g.cells_hw[0], g.cells_hw[1]])
 }
@@ -138,7 +142,7 @@ fn backward(
             None => Upstream::Patches { grad: grad_i },
         };
         let grads = cpu::backward(&g, &src_cl, flow_i, up, want);
-        acc[0].extend(cpu::to_planar(&grads.source, g.channels));
+        acc[0].extend(grads.source);
         acc[1].extend(grads.flow);
         acc[2].extend(grads.weights);
     }

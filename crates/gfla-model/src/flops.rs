@@ -1,0 +1,96 @@
+//! Counting the multiply-accumulates (MACs) of a forward pass, to say how close to the machine's
+//! peak the networks run. One FLOP count is 2 x MACs.
+//!
+//! Counted: every convolution, transposed convolution and the local attention's matrix
+//! products and sampling, the work that dominates. Not counted: normalisation, activations,
+//! padding and other element-wise ops. Counting is per thread and only inside [`count_macs`],
+//! so it costs nothing otherwise.
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use gfla_model::{GeneratorConfig, flops};
+//!
+//! let device = Device::flex();
+//! let g = GeneratorConfig::market().init(&device);
+//! let zeros = |c| Tensor::<4>::zeros([1, c, 128, 64], &device);
+//! let (_, macs) = flops::count_macs(|| g.forward(zeros(3), zeros(18), zeros(18)));
+//! assert!(macs > 1_000_000_000);
+//! ```
+
+use std::cell::Cell;
+
+use burn::nn::conv::{Conv2d, ConvTranspose2d};
+use burn::tensor::Tensor;
+
+thread_local! {
+    static MACS: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Runs `f` and returns its output with the MACs it spent in counted operations.
+pub fn count_macs<O>(f: impl FnOnce() -> O) -> (O, u64) {
+    let outer = MACS.replace(Some(0));
+    let out = f();
+    let macs = MACS.replace(outer).unwrap_or(0);
+    // A nested count also adds to the enclosing one.
+    if let Some(o) = outer {
+        MACS.set(Some(o + macs));
+    }
+    (out, macs)
+}
+
+/// Adds `macs` to the running count, if one is open on this thread.
+pub(crate) fn add(macs: u64) {
+    MACS.with(|m| {
+        if let Some(n) = m.get() {
+            m.set(Some(n + macs));
+        }
+    });
+}
+
+fn product(dims: &[usize]) -> u64 {
+    dims.iter().map(|&d| d as u64).product()
+}
+
+/// A counted [`Conv2d::forward`]: `weight [O, I/g, kh, kw]` MACs per output pixel and batch item.
+pub(crate) fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let y = conv.forward(x);
+    let [b, _, h, w] = y.dims();
+    add(product(&conv.weight.dims()) * product(&[b, h, w]));
+    y
+}
+
+/// A counted [`ConvTranspose2d::forward`]: every input pixel is multiplied into the whole
+/// `[I, O/g, kh, kw]` weight.
+pub(crate) fn conv_transpose2d(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
+    let [b, _, h, w] = x.dims();
+    add(product(&conv.weight.dims()) * product(&[b, h, w]));
+    conv.forward(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::conv::{Conv2dConfig, ConvTranspose2dConfig};
+    use burn::tensor::Device;
+
+    #[test]
+    fn convolutions_count_weights_times_output_pixels() {
+        let device = Device::flex();
+        let conv = Conv2dConfig::new([3, 8], [3, 3])
+            .with_stride([2, 2])
+            .init(&device);
+        let up = ConvTranspose2dConfig::new([8, 4], [3, 3]).init(&device);
+        let x = Tensor::<4>::zeros([2, 3, 9, 7], &device);
+        // 9 x 7, 3 x 3, stride 2, no padding: 4 x 3 outputs; 8*3*9 = 216 MACs each, batch 2.
+        let (y, macs) = count_macs(|| conv2d(&conv, x));
+        assert_eq!(y.dims(), [2, 8, 4, 3]);
+        assert_eq!(macs, 216 * 4 * 3 * 2);
+        // Transposed: 8*4*9 = 288 MACs per input pixel.
+        let ((_, inner), outer) = count_macs(|| count_macs(|| conv_transpose2d(&up, y)));
+        assert_eq!(inner, 288 * 4 * 3 * 2);
+        assert_eq!(outer, inner, "a nested count adds to the enclosing one");
+        // Outside a count nothing is recorded and nothing breaks.
+        conv2d(&conv, Tensor::zeros([1, 3, 5, 5], &device));
+        assert_eq!(count_macs(|| ()).1, 0);
+    }
+}
