@@ -1,9 +1,10 @@
 //! Local attention at the DeepFashion shapes: forward, and forward + backward.
 //!
-//! `cargo bench --bench attention` (add `-- 'b1'` to run only batch 1). The measured op is the
-//! whole official `ExtractorAttn`: target and source block extraction, the kernel-prediction
-//! convolutions (k x k stride k, 2C -> 128, LeakyReLU 0.1, 1 x 1 -> k^2, softmax) and the
-//! attention pooling. The backward pass computes the gradients of source, target, flow and the
+//! `cargo bench --bench attention` (add `-- 'b1'` to run only batch 1; `-- fused` for the
+//! fused path only). The measured op is the whole official `ExtractorAttn`, fused
+//! (`gfla_ops::extractor_attention`) and composed as the official code does it: target and
+//! source block extraction, the kernel-prediction convolutions (k x k stride k, 2C -> 128,
+//! LeakyReLU 0.1, 1 x 1 -> k^2, softmax) and the attention pooling. The backward pass computes the gradients of source, target, flow and the
 //! four parameters. Set `GFLA_BENCH_DEVICE=wgpu` (with `--features wgpu`) to run on a GPU.
 
 use std::time::Duration;
@@ -13,7 +14,9 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use gfla_ops::{attend_blocks, extract_blocks, extract_blocks_identity};
+use gfla_ops::{
+    KernelPrediction, attend_blocks, extract_blocks, extract_blocks_identity, extractor_attention,
+};
 
 fn device() -> Device {
     match std::env::var("GFLA_BENCH_DEVICE").as_deref() {
@@ -70,8 +73,20 @@ impl Inputs {
     }
 }
 
-/// The official `ExtractorAttn` forward.
-fn extractor_attn(x: &Inputs, k: usize) -> Tensor<4> {
+/// The official `ExtractorAttn` forward: fused ([`extractor_attention`]) or composed as the
+/// official code computes it (blocks, convolution over them, pooling).
+fn extractor_attn(x: &Inputs, k: usize, fused: bool) -> Tensor<4> {
+    if fused {
+        let net = KernelPrediction {
+            fuse_weight: x.params[0].clone(),
+            fuse_bias: Some(x.biases[0].clone()),
+            logits_weight: x.params[1].clone(),
+            logits_bias: Some(x.biases[1].clone()),
+            slope: 0.1,
+        };
+        let (source, target, flow) = (x.source.clone(), x.target.clone(), x.flow.clone());
+        return extractor_attention(source, target, flow, &net, k).0;
+    }
     let e_t = extract_blocks_identity(x.target.clone(), k);
     let e_s = extract_blocks(x.source.clone(), x.flow.clone(), k);
     let z = conv2d(
@@ -128,20 +143,26 @@ fn bench(c: &mut Criterion) {
             case.channels, case.size, case.size, case.k, case.batch
         );
         let inputs = Inputs::new(case, &device);
-        group.bench_function(BenchmarkId::new("forward", &id), |bench| {
-            bench.iter(|| {
-                let out = extractor_attn(&inputs, case.k);
-                out.into_data()
-            })
-        });
         let ad = device.clone().autodiff();
-        let inputs = Inputs::new(case, &ad).require_grad();
-        group.bench_function(BenchmarkId::new("forward_backward", &id), |bench| {
-            bench.iter(|| {
-                let grads = extractor_attn(&inputs, case.k).sum().backward();
-                inputs.flow.grad(&grads).expect("flow gradient").into_data()
-            })
-        });
+        let tracked = Inputs::new(case, &ad).require_grad();
+        for (fused, path) in [(true, "fused"), (false, "composed")] {
+            group.bench_function(BenchmarkId::new(format!("forward_{path}"), &id), |bench| {
+                bench.iter(|| extractor_attn(&inputs, case.k, fused).into_data())
+            });
+            group.bench_function(
+                BenchmarkId::new(format!("forward_backward_{path}"), &id),
+                |bench| {
+                    bench.iter(|| {
+                        let grads = extractor_attn(&tracked, case.k, fused).sum().backward();
+                        tracked
+                            .flow
+                            .grad(&grads)
+                            .expect("flow gradient")
+                            .into_data()
+                    })
+                },
+            );
+        }
     }
     group.finish();
 }
