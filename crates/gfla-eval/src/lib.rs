@@ -8,12 +8,18 @@
 //!   `ssim_256` variant as the script's scikit-image ran it, and the modern 11-tap setting.
 //! * [`mod@psnr`]: PSNR (data range 1), L1 and GFLA's "mae".
 //! * [`mask`]: the Market body mask (23 limbs, discs, 5×5 closing) and its annotation CSV.
-//! * [`frechet`]: Fréchet distance of two Gaussians (the arithmetic of FID).
 //! * [`lpips`]: LPIPS v0.1 (`net-lin` over AlexNet) on Burn, from user-supplied weights.
-//! * [`networks`]: where FID's and LPIPS's networks plug in (FID's Inception is not
-//!   implemented yet).
+//! * [`inception`]: Inception-v3 to its pool3 features on Burn, from a user-supplied
+//!   torchvision (GFLA's) or pytorch-fid state dict, with the script's preprocessing.
+//! * [`fid`]: FID of a generated folder against a real folder with the script's file
+//!   selection and batching; [`frechet`]: the statistics and the Fréchet distance.
+//! * [`networks`]: the traits the learned metrics' networks implement; [`weights`]: reading
+//!   `.pth` state dicts into them with every misfit named by its key.
 //! * [`pairing`], [`evaluate`], [`report`]: folders to pairs to metrics to a table and JSON;
 //!   the `gfla-eval` binary drives them.
+//!
+//! No network weights ship with the crate: LPIPS and FID run only when the user names the
+//! files (torchvision's AlexNet and LPIPS's `alex.pth`; torchvision's Inception-v3).
 
 pub mod error;
 pub mod evaluate;
@@ -36,8 +42,10 @@ pub use evaluate::{
     EvalOptions, LpipsScores, MaskedMetrics, Metrics, PairMetrics, compute_metrics, evaluate_pair,
     evaluate_pairs, lpips_scores,
 };
-pub use frechet::{Statistics, SymmetricEigen, frechet_distance};
+pub use fid::{FidBatches, FidScores, fid_folders};
+pub use frechet::{Statistics, StatisticsAccumulator, SymmetricEigen, frechet_distance};
 pub use image_io::{Image, Resize, read_rgb8};
+pub use inception::{InceptionLoadError, InceptionV3, InceptionWeights};
 pub use lpips::{Lpips, LpipsLoadError};
 pub use mask::{Annotations, Joint, Mask, Pose, apply_mask, body_mask};
 pub use networks::{FeatureExtractor, PerceptualDistance};

@@ -1,9 +1,9 @@
 //! Where the learned metrics plug in. FID and LPIPS need pretrained networks whose weights
-//! this crate does not ship (the user supplies them). LPIPS is implemented by
-//! [`crate::lpips::Lpips`]; FID still needs an Inception-v3 implementing [`FeatureExtractor`],
-//! after which the arithmetic here ([`crate::frechet`]) does the rest.
+//! this crate does not ship (the user supplies them): LPIPS is [`crate::lpips::Lpips`], FID's
+//! Inception-v3 is [`crate::inception::InceptionV3`], a [`FeatureExtractor`] whose statistics
+//! [`crate::fid`] compares with [`crate::frechet`].
 //!
-//! Conventions of the GFLA script (reference §9), for implementers:
+//! Conventions of the GFLA script (reference §9):
 //!
 //! * **FID**: every `*.jpg`/`*.png` of the generated folder against the whole real (training)
 //!   folder; images as `f32 / 255`, bilinear resize to 299×299, then per channel

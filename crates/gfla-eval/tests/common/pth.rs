@@ -1,12 +1,12 @@
-//! Writes PyTorch checkpoints (a state dict of `f32` tensors) without PyTorch, in either of the
+//! Writes PyTorch checkpoints (a state dict of `f32` and `i64` tensors) without PyTorch, in either of the
 //! two containers `torch.save` has used, so tests can make weight files of any size at run
 //! time:
 //!
 //! * **zip** (PyTorch ≥ 1.6): `archive/data.pkl`, one stored entry per storage under
 //!   `archive/data/`, `archive/version` and `archive/byteorder`;
-//! * **legacy** (PyTorch 0.4 – 1.5, e.g. torchvision's 2018 `inception_v3_google-1a9a5a14.pth`):
-//!   the magic-number, protocol-version and sys-info pickles, the state-dict pickle, the pickled
-//!   list of storage keys, then each storage as an `i64` element count and its bytes.
+//! * **legacy** (files saved before PyTorch 1.6): the magic-number, protocol-version and
+//!   sys-info pickles, the state-dict pickle, the pickled list of storage keys, then each
+//!   storage as an `i64` element count and its bytes.
 //!
 //! The state dict is pickled (protocol 2) as `torch.save` writes it: an `OrderedDict` whose
 //! values are `torch._utils._rebuild_tensor_v2(storage, 0, shape, stride, False,
