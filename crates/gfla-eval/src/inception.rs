@@ -918,8 +918,8 @@ mod tests {
         b.bn.gamma = Param::from_tensor(tensor1(vec![1.0, 0.5]));
         b.bn.beta = Param::from_tensor(tensor1(vec![0.1, 0.2]));
         b.bn.running_mean = RunningState::new(tensor1(vec![0.5, 0.0]));
-        let eps = BN_EPS as f32;
-        b.bn.running_var = RunningState::new(tensor1(vec![4.0 - eps, 1.0 - eps]));
+        // torchvision's ε is 0.001 (a literal here, so a wrong BN_EPS fails).
+        b.bn.running_var = RunningState::new(tensor1(vec![4.0 - 0.001, 1.0 - 0.001]));
         let out = values(b.forward(tensor4(vec![1.5, -1.0], [1, 1, 1, 2])));
         for (got, want) in out.iter().zip([1.35, 0.0, 0.0, 0.7]) {
             assert!((got - want).abs() < 1e-6, "{out:?}");
