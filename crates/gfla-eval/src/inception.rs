@@ -1113,12 +1113,18 @@ mod tests {
 
     #[test]
     fn preprocessing_of_each_layout() {
-        let [(a, b), ..] = InceptionWeights::Torchvision.input_affine();
-        assert!(
-            (a - 0.458).abs() < 1e-7 && (b + 0.03).abs() < 1e-7,
-            "{a} {b}"
-        );
+        // s/0.5 and (m − 0.5)/0.5 for m = (0.485, 0.456, 0.406), s = (0.229, 0.224, 0.225).
         let affine = InceptionWeights::Torchvision.input_affine();
+        for ((a, b), (want_a, want_b)) in
+            affine
+                .iter()
+                .zip([(0.458, -0.03), (0.448, -0.088), (0.45, -0.188)])
+        {
+            assert!(
+                (a - want_a).abs() < 1e-7 && (b - want_b).abs() < 1e-7,
+                "{affine:?}"
+            );
+        }
         let flat = Image::new(3, 5, 4, vec![0.2; 60]).unwrap();
         let net = InceptionV3::new(InceptionWeights::Torchvision, 16, &device());
         let x = net.preprocess(&flat).unwrap();
