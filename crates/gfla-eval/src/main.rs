@@ -123,11 +123,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         (Some(weights), Some(real)) => {
             let net = InceptionV3::load(weights, args.fid_weights.0, &Device::flex())?;
             // The folders' image counts, checked now rather than after the paired metrics.
-            let used = FidBatches::new(
-                net.weights,
-                fid_images(real)?.len(),
-                fid_images(&args.generated)?.len(),
-            );
+            let (n_real, n_generated) =
+                (fid_images(real)?.len(), fid_images(&args.generated)?.len());
+            for (n, dir) in [(n_real, real), (n_generated, &args.generated)] {
+                anyhow::ensure!(
+                    n >= 2,
+                    "FID needs at least 2 .jpg/.png images in {}, found {n}",
+                    dir.display()
+                );
+            }
+            let used = FidBatches::new(net.weights, n_real, n_generated);
             Some((net, weights, real, used))
         }
         _ => None,

@@ -114,6 +114,28 @@ fn fid_of_a_folder_against_its_copy_is_zero_and_against_others_is_not() {
     assert!(!stdout.contains("FID needs"), "{stdout}");
     assert!(!same["not_computed"].as_str().unwrap().contains("FID"));
 
+    // Too few real images is refused before the paired metrics run.
+    std::fs::create_dir_all(s.path("real_one")).unwrap();
+    pattern(4).save(s.path("real_one/a.png")).unwrap();
+    let err = gfla_eval(&[
+        "--generated",
+        str(&s.path("gen")),
+        "--ground-truth",
+        str(&s.path("gt")),
+        "--pairing",
+        "same-name",
+        "--fid-inception",
+        str(&weights),
+        "--fid-real",
+        str(&s.path("real_one")),
+    ]);
+    let stderr = String::from_utf8_lossy(&err.stderr);
+    assert!(!err.status.success());
+    assert!(
+        stderr.contains("FID needs at least 2 .jpg/.png images in") && stderr.contains("found 1"),
+        "{stderr}"
+    );
+
     let (_, other) = report(
         &s,
         &[
