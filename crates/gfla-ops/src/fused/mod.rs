@@ -7,6 +7,8 @@
 //! they run the composed tensor ops, which stay the reference the fused kernels are tested
 //! against.
 
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{DType, Tensor};
 
 use crate::attention::local_attention;
@@ -150,9 +152,10 @@ pub struct KernelPrediction {
 /// source neighbourhoods, then the local attention. Returns `(features [B, C, h, w], weights
 /// [B, k*k, h, w])`; `source`, `target`: `[B, C, h, w]`, `flow`: `[B, 2, h, w]`.
 ///
-/// The stride-`k` convolution over blocks is computed as matrix products over
-/// [`extract_patches`] (the same sums, without the concatenated `[B, 2C, k*h, k*w]` tensor),
-/// and the pooling with [`local_attention_fused`], which never builds the blocks.
+/// The same sums as the official stride-`k` convolution over the concatenated
+/// `[B, 2C, k*h, k*w]` blocks, without building them: the target half is an ordinary `k x k`
+/// convolution over the edge-padded target, the source half a matrix product over
+/// [`extract_patches`], and the pooling is [`local_attention_fused`].
 pub fn extractor_attention(
     source: Tensor<4>,
     target: Tensor<4>,
@@ -177,11 +180,20 @@ pub fn extractor_attention(
             .reshape([o, ck])
             .transpose()
     };
-    let (fuse_target, fuse_source) = (half(0..c), half(c..2 * c));
-    let still = Tensor::<4>::zeros([b, 2, h, w], (&target.device(), target.dtype()));
-    let rows = |p: Tensor<3>| p.reshape([b * h * w, ck]);
-    let mut z = rows(extract_patches(target, still, k)).matmul(fuse_target)
-        + rows(extract_patches(source.clone(), flow.clone(), k)).matmul(fuse_source);
+    // The target half reads plain neighbourhoods with replicated borders: an ordinary
+    // convolution over the edge-padded target (even k: the window reaches k/2 up-left).
+    let (before, after) = (k / 2, k - 1 - k / 2);
+    let z_target = conv2d(
+        target.pad((before, after, before, after), PadMode::Edge),
+        net.fuse_weight.clone().slice_dim(1, 0..c),
+        None,
+        ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+    )
+    .permute([0, 2, 3, 1])
+    .reshape([b * h * w, o]);
+    let fuse_source = half(c..2 * c);
+    let patches = extract_patches(source.clone(), flow.clone(), k).reshape([b * h * w, ck]);
+    let mut z = z_target + patches.matmul(fuse_source);
     if let Some(bias) = &net.fuse_bias {
         z = z + bias.clone().unsqueeze_dim(0);
     }
@@ -291,6 +303,59 @@ mod tests {
             fast.2
                 .into_data()
                 .assert_approx_eq::<f32>(&slow.2.into_data(), Tolerance::absolute(2e-5));
+        }
+    }
+
+    #[test]
+    fn extractor_attention_equals_the_official_composition_for_even_k() {
+        use crate::{attend_blocks, extract_blocks_identity};
+        use burn::tensor::activation::{leaky_relu, softmax};
+        use burn::tensor::module::conv2d;
+        let device = Device::flex().autodiff();
+        for k in [2usize, 4] {
+            let (b, c, h, w, o) = (2, 3, 5, 6, 7);
+            let source = random([b, c, h, w], 1.0, &device).require_grad();
+            let target = random([b, c, h, w], 1.0, &device).require_grad();
+            let flow = random([b, 2, h, w], 3.0, &device).require_grad();
+            let net = KernelPrediction {
+                fuse_weight: random([o, 2 * c, k, k], 0.5, &device).require_grad(),
+                fuse_bias: Some(Tensor::<1>::ones([o], &device) * 0.1),
+                logits_weight: random([k * k, o, 1, 1], 0.5, &device),
+                logits_bias: None,
+                slope: 0.1,
+            };
+            let (fast, _) =
+                extractor_attention(source.clone(), target.clone(), flow.clone(), &net, k);
+            let e_s = extract_blocks(source.clone(), flow.clone(), k);
+            let x = Tensor::cat(
+                vec![extract_blocks_identity(target.clone(), k), e_s.clone()],
+                1,
+            );
+            let z = conv2d(
+                x,
+                net.fuse_weight.clone(),
+                net.fuse_bias.clone(),
+                ConvOptions::new([k, k], [0, 0], [1, 1], 1),
+            );
+            let a = conv2d(
+                leaky_relu(z, 0.1),
+                net.logits_weight.clone(),
+                None,
+                ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+            );
+            let slow = attend_blocks(e_s, softmax(a, 1), k);
+            let probe = random([b, c, h, w], 1.0, &device);
+            let gf = (fast.clone() * probe.clone()).sum().backward();
+            let gs = (slow.clone() * probe).sum().backward();
+            fast.inner()
+                .into_data()
+                .assert_approx_eq::<f32>(&slow.inner().into_data(), Tolerance::absolute(1e-5));
+            for t in [&source, &target, &flow, &net.fuse_weight] {
+                t.grad(&gf).unwrap().into_data().assert_approx_eq::<f32>(
+                    &t.grad(&gs).unwrap().into_data(),
+                    Tolerance::absolute(1e-4),
+                );
+            }
         }
     }
 
