@@ -192,15 +192,21 @@ fn attention_rows(rows: &mut Vec<Row>, memory: &mut Vec<String>) {
     }
     let map = C * S * S * 4;
     let mb = |b: usize| b as f64 / (1 << 20) as f64;
-    for fused in [true, false] {
-        let name = if fused { "fused" } else { "composed" };
-        let fwd = peak_bytes(|| plain.pool(fused));
+    for (fused, whole) in [(true, false), (false, false), (true, true), (false, true)] {
+        let name = match (whole, fused) {
+            (false, true) => "local attention (fused)",
+            (false, false) => "local attention (composed)",
+            (true, true) => "ExtractorAttn (fused)",
+            (true, false) => "ExtractorAttn (composed)",
+        };
+        let run = |c: &AttentionCase| if whole { c.whole(fused) } else { c.pool(fused) };
+        let fwd = peak_bytes(|| run(&plain));
         let both = peak_bytes(|| {
-            let grads = ad.pool(fused).sum().backward();
+            let grads = run(&ad).sum().backward();
             ad.source.grad(&grads)
         });
         memory.push(format!(
-            "| local attention ({name}) | {:.1} MB ({:.1}x) | {:.1} MB ({:.1}x) |",
+            "| {name} | {:.1} MB ({:.1}x) | {:.1} MB ({:.1}x) |",
             mb(fwd),
             fwd as f64 / map as f64,
             mb(both),

@@ -33,7 +33,10 @@ pub use affine::{affine_regularization, residual_projector};
 pub use attention::{attend_blocks, blend, local_attention, local_attn_reshape};
 pub use block::{extract_blocks, extract_blocks_identity};
 pub use flow::{flow_to_color, heatmap, resize_flow};
-pub use fused::{KernelPrediction, extract_patches, extractor_attention, local_attention_fused};
+pub use fused::{
+    KernelPrediction, extract_patches, extractor_attention, local_attention_fused,
+    sampled_convolution,
+};
 pub use loss::{
     best_similarity, content_loss, gram, l1, sampling_correctness, style_loss, style_term,
 };

@@ -145,6 +145,18 @@ pub(crate) fn to_channels_last(planar: &[f32], channels: usize) -> Vec<f32> {
     out
 }
 
+/// `[N, C]` -> `[C, N]`.
+pub(crate) fn to_planar(rows: &[f32], channels: usize) -> Vec<f32> {
+    let n = rows.len() / channels;
+    let mut out = vec![0.0f32; rows.len()];
+    out.par_chunks_mut(n).enumerate().for_each(|(c, plane)| {
+        for (i, p) in plane.iter_mut().enumerate() {
+            *p = rows[i * channels + c];
+        }
+    });
+    out
+}
+
 /// An output buffer that parallel tasks write at disjoint positions.
 #[derive(Clone, Copy)]
 struct Disjoint(*mut f32);
@@ -152,6 +164,13 @@ struct Disjoint(*mut f32);
 // SAFETY: every task writes only the cells it owns, so no position is written twice.
 unsafe impl Send for Disjoint {}
 unsafe impl Sync for Disjoint {}
+
+impl Disjoint {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
 
 multiversion! {
     /// `out[c, n] = 1/k^2 * sum_j weights[j, n] * sample_j(n)[c]` for cells `cells` of
@@ -243,8 +262,9 @@ pub(crate) fn patches_forward(g: &Geometry, source: &[f32], flow: &[f32]) -> Vec
 pub(crate) enum Upstream<'a> {
     /// Attention pooling: `grad[n]` (channels-last `[h*w, C]`) scaled by `weights[j, n] / k^2`.
     Attend { grad: &'a [f32], weights: &'a [f32] },
-    /// Patches: columns `j*C..(j+1)*C` of `grad[n]` (`[h*w, k*k*C]`), scale 1.
-    Patches { grad: &'a [f32] },
+    /// Patches: columns `j*C..(j+1)*C` of row `n - first` of `grad` (`[cells, k*k*C]`, the
+    /// rows of cells `first..`), scale 1.
+    Patches { grad: &'a [f32], first: usize },
 }
 
 impl Upstream<'_> {
@@ -257,8 +277,8 @@ impl Upstream<'_> {
                 &grad[n * c..(n + 1) * c],
                 weights[j * g.cells() + n] / g.taps() as f32,
             ),
-            Upstream::Patches { grad } => {
-                let start = (n * g.taps() + j) * c;
+            Upstream::Patches { grad, first } => {
+                let start = ((n - first) * g.taps() + j) * c;
                 (&grad[start..start + c], 1.0)
             }
         }
@@ -300,11 +320,18 @@ multiversion! {
 }
 
 multiversion! {
-    /// Scatters the source gradient of channels `first..first + slab.len() / pixels` into `slab`
-    /// (`[H*W, width]`).
-    fn source_grad_slab(g: &Geometry, flow: &[f32], up: Upstream<'_>, first: usize, slab: &mut [f32]) {
+    /// Adds the source gradient of `cells`, channels `first..first + slab.len() / pixels`, into
+    /// `slab` (`[H*W, width]`).
+    fn source_grad_slab(
+        g: &Geometry,
+        flow: &[f32],
+        up: Upstream<'_>,
+        cells: std::ops::Range<usize>,
+        first: usize,
+        slab: &mut [f32],
+    ) {
         let width = slab.len() / g.pixels();
-        for n in 0..g.cells() {
+        for n in cells {
             for j in 0..g.taps() {
                 let tap = g.tap(flow, n, j);
                 let (vec, scale) = up.vector(g, n, j);
@@ -407,7 +434,7 @@ pub(crate) fn backward(
         parts
             .into_par_iter()
             .enumerate()
-            .for_each(|(s, slab)| source_grad_slab(g, flow, up, s * width, slab));
+            .for_each(|(s, slab)| source_grad_slab(g, flow, up, 0..cells, s * width, slab));
         // Slabs ([H*W, width] each) to planar channels.
         let mut out = vec![0.0f32; pixels * c];
         out.par_chunks_mut(pixels)
@@ -423,4 +450,208 @@ pub(crate) fn backward(
         grads.source = out;
     }
     grads
+}
+
+/// `dst (m x n) = [dst +] a (m x k) * b (k x n)`, single-threaded (callers run it inside their
+/// own parallel tasks); each operand is `(values, row stride, column stride)`.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    dst: &mut [f32],
+    accumulate: bool,
+    [m, n, k]: [usize; 3],
+    (a, a_rs, a_cs): (&[f32], usize, usize),
+    (b, b_rs, b_cs): (&[f32], usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rs: usize, cs: usize, rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(
+        dst.len() > last(n, 1, m, n),
+        "matmul: destination too small"
+    );
+    if k > 0 {
+        assert!(a.len() > last(a_rs, a_cs, m, k), "matmul: lhs too small");
+        assert!(b.len() > last(b_rs, b_cs, k, n), "matmul: rhs too small");
+    }
+    // SAFETY: every element the strides reach was bounds-checked above; `dst` does not alias
+    // the operands (it is a distinct `&mut`).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Cells per task of the sampled convolution: their `k*k*C` patch rows stay in L2.
+const CONV_CELLS: usize = 32;
+/// Cells per task of its backward: more, so the weight gradient's rank-n updates are fewer.
+const CONV_CELLS_BACKWARD: usize = 128;
+
+/// The convolution weight in patch-column order: `[O, C, k, k]` -> `[k*k*C, O]`.
+pub(crate) fn weight_rows(weight: &[f32], o: usize, g: &Geometry) -> Vec<f32> {
+    let (c, kk) = (g.channels, g.taps());
+    let mut out = vec![0.0f32; kk * c * o];
+    for oi in 0..o {
+        for ci in 0..c {
+            for j in 0..kk {
+                out[(j * c + ci) * o + oi] = weight[(oi * c + ci) * kk + j];
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`weight_rows`]: `[k*k*C, O]` -> `[O, C, k, k]`.
+pub(crate) fn weight_from_rows(rows: &[f32], o: usize, g: &Geometry) -> Vec<f32> {
+    let (c, kk) = (g.channels, g.taps());
+    let mut out = vec![0.0f32; kk * c * o];
+    for oi in 0..o {
+        for ci in 0..c {
+            for j in 0..kk {
+                out[(oi * c + ci) * kk + j] = rows[(j * c + ci) * o + oi];
+            }
+        }
+    }
+    out
+}
+
+/// The `k x k` convolution over sampled neighbourhoods of one batch item, without
+/// materialising them: `z[n, o] = sum_{j, c} sample_j(n)[c] * w[j*C + c, o]`, with `w` from
+/// [`weight_rows`]. Returns `[h*w, O]`.
+pub(crate) fn sampled_conv_forward(
+    g: &Geometry,
+    source: &[f32],
+    flow: &[f32],
+    w: &[f32],
+    o: usize,
+) -> Vec<f32> {
+    let row = g.channels * g.taps();
+    let mut z = vec![0.0f32; g.cells() * o];
+    z.par_chunks_mut(CONV_CELLS * o).enumerate().for_each_init(
+        || vec![0.0f32; CONV_CELLS * row],
+        |patches, (t, z_rows)| {
+            let cells = z_rows.len() / o;
+            let patches = &mut patches[..cells * row];
+            patch_cells(g, source, flow, t * CONV_CELLS, patches);
+            matmul(z_rows, false, [cells, o, row], (patches, row, 1), (w, o, 1));
+        },
+    );
+    z
+}
+
+/// Gradients of [`sampled_conv_forward`] for one batch item.
+pub(crate) struct ConvGrads {
+    /// `[C, H*W]` planar, empty unless asked for.
+    pub source: Vec<f32>,
+    /// `[2, h*w]`, empty unless asked for.
+    pub flow: Vec<f32>,
+    /// `[k*k*C, O]` (the layout of [`weight_rows`]), empty unless asked for.
+    pub weight: Vec<f32>,
+}
+
+/// Backward of [`sampled_conv_forward`] given `dz` (`[h*w, O]`); `want` = `[source, flow,
+/// weight]`. The patches are sampled again task by task, never all at once.
+pub(crate) fn sampled_conv_backward(
+    g: &Geometry,
+    source: &[f32],
+    flow: &[f32],
+    w: &[f32],
+    o: usize,
+    dz: &[f32],
+    want: [bool; 3],
+) -> ConvGrads {
+    let (c, row, cells) = (g.channels, g.channels * g.taps(), g.cells());
+    let tasks = cells.div_ceil(CONV_CELLS_BACKWARD);
+    let threads = rayon::current_num_threads().max(1);
+    let mut flow_cells = vec![[0.0f32; 2]; if want[1] { cells } else { 0 }];
+    let flow_out = Disjoint(flow_cells.as_mut_ptr().cast());
+    // One accumulator per thread's run of tasks: the source gradient (channels-last) and the
+    // weight gradient, summed at the end.
+    let new_acc = || {
+        (
+            vec![0.0f32; if want[0] { g.pixels() * c } else { 0 }],
+            vec![0.0f32; if want[2] { row * o } else { 0 }],
+            vec![0.0f32; CONV_CELLS_BACKWARD * row],
+            vec![0.0f32; CONV_CELLS_BACKWARD * row],
+        )
+    };
+    let (grad_source, grad_weight, _, _) = (0..tasks)
+        .into_par_iter()
+        .with_min_len(tasks.div_ceil(threads))
+        .fold(new_acc, |(mut gs, mut gw, mut patches, mut dpatches), t| {
+            let first = t * CONV_CELLS_BACKWARD;
+            let n = CONV_CELLS_BACKWARD.min(cells - first);
+            let dz_rows = &dz[first * o..(first + n) * o];
+            if want[2] {
+                let p = &mut patches[..n * row];
+                patch_cells(g, source, flow, first, p);
+                // dW += P^T dZ
+                matmul(&mut gw, true, [row, o, n], (p, 1, row), (dz_rows, o, 1));
+            }
+            if want[0] || want[1] {
+                let dp = &mut dpatches[..n * row];
+                // dP = dZ W^T
+                matmul(dp, false, [n, row, o], (dz_rows, o, 1), (w, 1, o));
+                let up = Upstream::Patches { grad: dp, first };
+                if want[1] {
+                    // SAFETY: cells first..first + n belong to this task only.
+                    let gf = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            (flow_out.ptr() as *mut [f32; 2]).add(first),
+                            n,
+                        )
+                    };
+                    flow_grad_cells(g, source, flow, up, first, gf, &mut []);
+                }
+                if want[0] {
+                    source_grad_slab(g, flow, up, first..first + n, 0, &mut gs);
+                }
+            }
+            (gs, gw, patches, dpatches)
+        })
+        .reduce(new_acc, |mut a, b| {
+            for (x, y) in a.0.iter_mut().zip(&b.0) {
+                *x += y;
+            }
+            for (x, y) in a.1.iter_mut().zip(&b.1) {
+                *x += y;
+            }
+            a
+        });
+    let mut flow_grad = Vec::new();
+    if want[1] {
+        flow_grad = vec![0.0f32; 2 * cells];
+        for (n, [gx, gy]) in flow_cells.iter().enumerate() {
+            flow_grad[n] = *gx;
+            flow_grad[cells + n] = *gy;
+        }
+    }
+    ConvGrads {
+        source: if want[0] {
+            to_planar(&grad_source, c)
+        } else {
+            Vec::new()
+        },
+        flow: flow_grad,
+        weight: grad_weight,
+    }
 }

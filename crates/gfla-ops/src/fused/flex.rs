@@ -31,6 +31,14 @@ pub trait FusedAttentionBackend: Backend {
         flow: FloatTensor<Self>,
         k: usize,
     ) -> FloatTensor<Self>;
+
+    /// See [`super::sampled_convolution`].
+    fn fused_sampled_conv(
+        source: FloatTensor<Self>,
+        flow: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        k: usize,
+    ) -> FloatTensor<Self>;
 }
 
 /// Contiguous `f32` values of a Flex tensor (copied only when it is a strided view).
@@ -139,7 +147,10 @@ fn backward(
                     weights: &w[i * w_len..(i + 1) * w_len],
                 }
             }
-            None => Upstream::Patches { grad: grad_i },
+            None => Upstream::Patches {
+                grad: grad_i,
+                first: 0,
+            },
         };
         let grads = cpu::backward(&g, &src_cl, flow_i, up, want);
         acc[0].extend(grads.source);
@@ -155,6 +166,56 @@ fn backward(
     ]
 }
 
+fn sampled_conv_forward(
+    source: &FlexTensor,
+    flow: &FlexTensor,
+    weight: &FlexTensor,
+    k: usize,
+) -> FlexTensor {
+    let (b, g) = geometry(source, flow, k);
+    let o = weight.layout().shape()[0];
+    let (src, fl) = (values(source), values(flow));
+    let w = cpu::weight_rows(&values(weight), o, &g);
+    let mut out = Vec::with_capacity(b * g.cells() * o);
+    for (src_cl, flow_i) in items(&g, &src, &fl, b) {
+        out.extend(cpu::sampled_conv_forward(&g, &src_cl, flow_i, &w, o));
+    }
+    tensor(out, [b, g.cells(), o])
+}
+
+/// Gradients of the sampled convolution: `[source, flow, weight]`, each `None` unless wanted.
+fn sampled_conv_backward(
+    source: &FlexTensor,
+    flow: &FlexTensor,
+    weight: &FlexTensor,
+    grad: &FlexTensor,
+    k: usize,
+    want: [bool; 3],
+) -> [Option<FlexTensor>; 3] {
+    let (b, g) = geometry(source, flow, k);
+    let o = weight.layout().shape()[0];
+    let (src, fl, gr) = (values(source), values(flow), values(grad));
+    let w = cpu::weight_rows(&values(weight), o, &g);
+    let g_len = g.cells() * o;
+    let (mut gs, mut gf) = (Vec::new(), Vec::new());
+    let mut gw = vec![0.0f32; if want[2] { w.len() } else { 0 }];
+    for (i, (src_cl, flow_i)) in items(&g, &src, &fl, b).enumerate() {
+        let dz = &gr[i * g_len..(i + 1) * g_len];
+        let grads = cpu::sampled_conv_backward(&g, &src_cl, flow_i, &w, o, dz, want);
+        gs.extend(grads.source);
+        gf.extend(grads.flow);
+        for (a, x) in gw.iter_mut().zip(&grads.weight) {
+            *a += x;
+        }
+    }
+    let weight_shape = weight.layout().shape().clone();
+    [
+        want[0].then(|| tensor(gs, [b, g.channels, g.source_hw[0], g.source_hw[1]])),
+        want[1].then(|| tensor(gf, [b, 2, g.cells_hw[0], g.cells_hw[1]])),
+        want[2].then(|| tensor(cpu::weight_from_rows(&gw, o, &g), weight_shape)),
+    ]
+}
+
 impl FusedAttentionBackend for Flex {
     fn fused_local_attention(
         source: FlexTensor,
@@ -167,6 +228,47 @@ impl FusedAttentionBackend for Flex {
 
     fn fused_patches(source: FlexTensor, flow: FlexTensor, k: usize) -> FlexTensor {
         patches_forward(&source, &flow, k)
+    }
+
+    fn fused_sampled_conv(
+        source: FlexTensor,
+        flow: FlexTensor,
+        weight: FlexTensor,
+        k: usize,
+    ) -> FlexTensor {
+        sampled_conv_forward(&source, &flow, &weight, k)
+    }
+}
+
+#[derive(Debug)]
+struct SampledConvBackward;
+
+impl Backward<Flex, 3> for SampledConvBackward {
+    type State = (NodeId, NodeId, NodeId, usize);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_source, node_flow, node_weight] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (source, flow, weight, k) = ops.state;
+        let source: FlexTensor = checkpointer.retrieve_node_output(source);
+        let flow: FlexTensor = checkpointer.retrieve_node_output(flow);
+        let weight: FlexTensor = checkpointer.retrieve_node_output(weight);
+        let want = [
+            node_source.is_some(),
+            node_flow.is_some(),
+            node_weight.is_some(),
+        ];
+        let [gs, gf, gw] = sampled_conv_backward(&source, &flow, &weight, &grad, k, want);
+        for (node, g) in [(node_source, gs), (node_flow, gf), (node_weight, gw)] {
+            if let (Some(node), Some(g)) = (node, g) {
+                grads.register::<Flex>(node.id, g);
+            }
+        }
     }
 }
 
@@ -279,6 +381,41 @@ impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(patches_forward(source.primitive(), flow.primitive(), k))
             }
+        }
+    }
+
+    fn fused_sampled_conv(
+        source: FloatTensor<Self>,
+        flow: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        k: usize,
+    ) -> FloatTensor<Self> {
+        match SampledConvBackward
+            .prepare::<C>([source.node(), flow.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (
+                    prep.checkpoint(&source),
+                    prep.checkpoint(&flow),
+                    prep.checkpoint(&weight),
+                    k,
+                );
+                let out = sampled_conv_forward(
+                    source.primitive(),
+                    flow.primitive(),
+                    weight.primitive(),
+                    k,
+                );
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(sampled_conv_forward(
+                source.primitive(),
+                flow.primitive(),
+                weight.primitive(),
+                k,
+            )),
         }
     }
 }

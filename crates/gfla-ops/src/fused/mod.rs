@@ -123,6 +123,52 @@ pub fn extract_patches(source: Tensor<4>, flow: Tensor<4>, k: usize) -> Tensor<3
     unreachable!()
 }
 
+/// The official `k x k`, stride-`k` convolution (no bias) over the sampled blocks of
+/// [`crate::extract_blocks`], `weight` `[O, C, k, k]`, returned as rows: `[B, h*w, O]`.
+///
+/// On the fused path the neighbourhoods are sampled a few dozen cells at a time into a tile
+/// that is multiplied and dropped while in cache, forward and backward: the `k*k`-times larger
+/// patch tensor never exists. Gradients flow to source, flow and weight.
+pub fn sampled_convolution(
+    source: Tensor<4>,
+    flow: Tensor<4>,
+    weight: Tensor<4>,
+    k: usize,
+) -> Tensor<3> {
+    let op = "sampled_convolution";
+    check(&source, &flow, k, op);
+    let [_, c, _, _] = source.dims();
+    let [o, cw, kh, kw] = weight.dims();
+    assert!(
+        cw == c && kh == k && kw == k,
+        "{op}: weight {:?} does not fit {c} channels and k = {k}",
+        weight.dims()
+    );
+    if !(fused_available(&source) && fused_available(&flow) && fused_available(&weight)) {
+        let [b, _, h, w] = flow.dims();
+        let rows = weight
+            .permute([0, 2, 3, 1])
+            .reshape([o, k * k * c])
+            .transpose();
+        return extract_patches_composed(source, flow, k)
+            .reshape([b * h * w, k * k * c])
+            .matmul(rows)
+            .reshape([b, h * w, o]);
+    }
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::Dispatch;
+        Tensor::from_dispatch(<Dispatch as FusedAttentionBackend>::fused_sampled_conv(
+            source.into_dispatch(),
+            flow.into_dispatch(),
+            weight.into_dispatch(),
+            k,
+        ))
+    }
+    #[cfg(not(feature = "flex"))]
+    unreachable!()
+}
+
 /// [`extract_patches`] composed from [`crate::extract_blocks`]: the reference, and the path
 /// of backends without fused kernels.
 pub fn extract_patches_composed(source: Tensor<4>, flow: Tensor<4>, k: usize) -> Tensor<3> {
@@ -170,16 +216,6 @@ pub fn extractor_attention(
         "extractor_attention: fuse weight {:?} does not fit {c} channels and k = {k}",
         net.fuse_weight.dims()
     );
-    let ck = c * k * k;
-    // [O, 2C, k, k] -> two [k*k*C, O] halves in the patches' column order.
-    let half = |range: std::ops::Range<usize>| {
-        net.fuse_weight
-            .clone()
-            .slice_dim(1, range)
-            .permute([0, 2, 3, 1])
-            .reshape([o, ck])
-            .transpose()
-    };
     // The target half reads plain neighbourhoods with replicated borders: an ordinary
     // convolution over the edge-padded target (even k: the window reaches k/2 up-left).
     let (before, after) = (k / 2, k - 1 - k / 2);
@@ -191,9 +227,13 @@ pub fn extractor_attention(
     )
     .permute([0, 2, 3, 1])
     .reshape([b * h * w, o]);
-    let fuse_source = half(c..2 * c);
-    let patches = extract_patches(source.clone(), flow.clone(), k).reshape([b * h * w, ck]);
-    let mut z = z_target + patches.matmul(fuse_source);
+    let z_source = sampled_convolution(
+        source.clone(),
+        flow.clone(),
+        net.fuse_weight.clone().slice_dim(1, c..2 * c),
+        k,
+    );
+    let mut z = z_target + z_source.reshape([b * h * w, o]);
     if let Some(bias) = &net.fuse_bias {
         z = z + bias.clone().unsqueeze_dim(0);
     }
@@ -303,6 +343,51 @@ mod tests {
             fast.2
                 .into_data()
                 .assert_approx_eq::<f32>(&slow.2.into_data(), Tolerance::absolute(2e-5));
+        }
+    }
+
+    #[test]
+    fn fused_sampled_convolution_equals_composed_values_and_gradients() {
+        let device = Device::flex().autodiff();
+        // 45 and 70 cells: several tiles of 32 and a partial one.
+        for (shape, [h, w], k, o) in [
+            ([2usize, 5, 9, 5], [9, 5], 3, 7),
+            ([1, 3, 7, 10], [7, 10], 4, 5),
+            ([1, 17, 6, 6], [3, 4], 5, 2),
+        ] {
+            let b = shape[0];
+            let source = random(shape, 1.0, &device).require_grad();
+            let flow = random([b, 2, h, w], 4.0, &device).require_grad();
+            let weight = random([o, shape[1], k, k], 0.5, &device).require_grad();
+            let probe =
+                Tensor::<3>::random([b, h * w, o], Distribution::Uniform(-1.0, 1.0), &device);
+            let run = |fused: bool| {
+                let out = if fused {
+                    sampled_convolution(source.clone(), flow.clone(), weight.clone(), k)
+                } else {
+                    let rows = weight
+                        .clone()
+                        .permute([0, 2, 3, 1])
+                        .reshape([o, k * k * shape[1]])
+                        .transpose();
+                    extract_patches_composed(source.clone(), flow.clone(), k)
+                        .reshape([b * h * w, k * k * shape[1]])
+                        .matmul(rows)
+                        .reshape([b, h * w, o])
+                };
+                let grads = (out.clone() * probe.clone()).sum().backward();
+                [
+                    out.inner().reshape([b * h * w * o]),
+                    source.grad(&grads).unwrap().reshape([-1]),
+                    flow.grad(&grads).unwrap().reshape([-1]),
+                    weight.grad(&grads).unwrap().reshape([-1]),
+                ]
+            };
+            let (fast, slow) = (run(true), run(false));
+            for (f, s) in fast.into_iter().zip(slow) {
+                f.into_data()
+                    .assert_approx_eq::<f32>(&s.into_data(), Tolerance::absolute(1e-4));
+            }
         }
     }
 
