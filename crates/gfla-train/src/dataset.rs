@@ -202,21 +202,34 @@ impl PairDataset {
 
     /// The transforms of the next read of pair `index`.
     fn transforms(&self, index: usize) -> (Affine, Affine) {
+        let epoch = match &self.augmentation {
+            Some(_) => self.draws[index].fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
+        self.transforms_at(index, epoch as usize)
+    }
+
+    /// The transforms of pair `index` in data epoch `epoch` (its `epoch`-th draw).
+    fn transforms_at(&self, index: usize, epoch: usize) -> (Affine, Affine) {
         match &self.augmentation {
             Some((augmentation, seed)) => {
-                let epoch = self.draws[index].fetch_add(1, Ordering::Relaxed);
                 let mut rng = Rng::new(mix_seed(&[*seed, index as u64, epoch as u64]));
                 augmentation.draw(&mut rng)
             }
             None => (Affine::IDENTITY, Affine::IDENTITY),
         }
     }
-}
 
-impl Dataset<PairItem> for PairDataset {
-    fn get(&self, index: usize) -> Result<PairItem, DatasetError> {
+    /// Pair `index` as read in data epoch `epoch` (0-based): what [`Dataset::get`] gives on
+    /// the pair's `epoch + 1`-th read, without counting a read. The training stream asks for
+    /// its items this way, so that a resumed run draws what an uninterrupted one would.
+    pub fn item_at(&self, index: usize, epoch: usize) -> Result<PairItem, DatasetError> {
+        let (t1, t2) = self.transforms_at(index, epoch);
+        self.item_with(index, t1, t2)
+    }
+
+    fn item_with(&self, index: usize, t1: Affine, t2: Affine) -> Result<PairItem, DatasetError> {
         let (from, to) = &self.pairs[index];
-        let (t1, t2) = self.transforms(index);
         Ok(PairItem {
             p1: self.picture(from, &t1)?,
             p2: self.picture(to, &t2)?,
@@ -225,6 +238,13 @@ impl Dataset<PairItem> for PairDataset {
             size: self.layout.image_size(),
             names: (from.clone(), to.clone()),
         })
+    }
+}
+
+impl Dataset<PairItem> for PairDataset {
+    fn get(&self, index: usize) -> Result<PairItem, DatasetError> {
+        let (t1, t2) = self.transforms(index);
+        self.item_with(index, t1, t2)
     }
 
     fn len(&self) -> usize {

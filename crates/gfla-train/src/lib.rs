@@ -18,5 +18,6 @@ pub mod augment;
 pub mod dataset;
 pub mod evaluate;
 pub mod losses;
+pub mod stream;
 pub mod synth;
 pub mod train;
