@@ -4,8 +4,11 @@
 //! gfla-train synth --out DIR [--preset market|fashion] [--identities-train N]
 //!                  [--identities-test N] [--poses N] [--seed S]
 //! gfla-train train --data DIR --out DIR [--layout market|fashion] [--config FILE.json]
-//!                  [--steps N] [--batch N] [--channels N] [--vgg FILE | --without-vgg]
-//!                  [--init WEIGHTS]
+//!                  [--steps N] [--batch N] [--lr LR] [--seed S] [--checkpoint-every N]
+//!                  [--sample-every N] [--channels N]
+//!                  [--vgg FILE | --without-vgg] [--stage flow|end-to-end] [--no-adversarial]
+//!                  [--init WEIGHTS | --resume] [--no-augmentation] [--eval-pairs N]
+//!                  [--valid-pairs N] [--no-tui]
 //! gfla-train demo --data DIR --weights FILE --out assets/demo
 //! gfla-train export --weights FILE [--preset market|fashion] --out FILE.safetensors [--half]
 //! ```
@@ -19,7 +22,7 @@ use gfla_train::dataset::{Layout, PairDataset};
 use gfla_train::evaluate::{Scores, score_pairs};
 use gfla_train::losses::LossWeights;
 use gfla_train::synth::{self, SynthConfig};
-use gfla_train::train::{Start, TrainConfig, first_pairs, load_state, train};
+use gfla_train::train::{Resume, Run, Start, TrainConfig, first_pairs, train};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, Parser)]
@@ -92,7 +95,8 @@ struct TrainArgs {
     /// Dataset root in the official layout (train/, test/, pairs and annotation CSVs).
     #[arg(long)]
     data: PathBuf,
-    /// Output folder: generator.safetensors, samples/, config.json, scores.json.
+    /// Output folder: generator.safetensors, losses.csv, samples/, config.json, scores.json,
+    /// and burn-train's checkpoint/, train/ and valid/ (metric logs) and experiment.log.
     #[arg(long)]
     out: PathBuf,
     #[arg(long, value_enum, default_value_t = Layout::Market)]
@@ -108,6 +112,12 @@ struct TrainArgs {
     lr: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
+    /// A checkpoint every this many steps (one epoch of burn-train's learner).
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// A sample picture every this many steps (0 = never).
+    #[arg(long)]
+    sample_every: Option<usize>,
     /// Base width of G (official 64; the flow estimator gets half, the attention twice).
     #[arg(long, default_value_t = 64)]
     channels: usize,
@@ -127,7 +137,8 @@ struct TrainArgs {
     #[arg(long)]
     no_adversarial: bool,
     /// Carry on a run that stopped (killed, or with more --steps): G, D, both optimisers and
-    /// the step come back from OUT/state/, the configuration from OUT/config.json.
+    /// the step come back from the latest complete checkpoint in OUT/checkpoint/ (through
+    /// burn-train's checkpointer), the configuration from OUT/config.json.
     #[arg(long, conflicts_with_all = ["init", "config"])]
     resume: bool,
     /// Start from these native weights (a previous run's generator.safetensors) instead of
@@ -141,6 +152,13 @@ struct TrainArgs {
     /// Held-out test pairs scored at the end (0 = none).
     #[arg(long, default_value_t = 64)]
     eval_pairs: usize,
+    /// Held-out test pairs whose losses are measured at every checkpoint (burn-train's valid
+    /// split) [default: 16].
+    #[arg(long)]
+    valid_pairs: Option<usize>,
+    /// One text line per split of each epoch instead of burn-train's terminal dashboard.
+    #[arg(long)]
+    no_tui: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -216,6 +234,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
     config.batch_size = args.batch.unwrap_or(config.batch_size);
     config.lr = args.lr.unwrap_or(config.lr);
     config.seed = args.seed.unwrap_or(config.seed);
+    config.valid_pairs = args.valid_pairs.unwrap_or(config.valid_pairs);
+    config.checkpoint_every = args.checkpoint_every.unwrap_or(config.checkpoint_every);
+    config.sample_every = args.sample_every.unwrap_or(config.sample_every);
     if args.stage == Stage::Flow {
         config.weights = LossWeights::flow_pretraining();
     }
@@ -261,9 +282,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
         let spec = PoseTransfer::open(&args.out.join("generator.safetensors"), None, &device)
             .context("--resume needs the folder of an earlier run")?
             .spec;
-        let state = load_state(&args.out, spec, config.weights.adversarial > 0.0, &device)?;
-        println!("resuming at step {}", state.step);
-        Start::Resume(state)
+        let resume = Resume::latest(&args.out, spec, &device)?;
+        println!("resuming at step {}", resume.step);
+        Start::Resume(resume)
     } else {
         Start::Fresh(match &args.init {
             Some(path) => PoseTransfer::open(path, None, &device)?,
@@ -293,76 +314,23 @@ fn run_train(args: TrainArgs) -> Result<()> {
         config.batch_size,
         start.model().generator.num_params() as f64 / 1e6
     );
-    let bar = ProgressBar::new(config.steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed} < {eta}] {msg}")?
-            .progress_chars("=> "),
-    );
-    let log_path = args.out.join("losses.csv");
-    // A resumed run keeps the log of the steps its state holds, and appends.
-    let resumed_at = match &start {
-        Start::Resume(state) => Some(state.step),
-        Start::Fresh(_) => None,
-    };
-    let mut log: String = match resumed_at {
-        Some(at) => std::fs::read_to_string(&log_path)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| {
-                l.split(',')
-                    .next()
-                    .and_then(|s| s.parse::<usize>().ok())
-                    .is_none_or(|s| s <= at)
-            })
-            .map(|l| format!("{l}\n"))
-            .collect(),
-        None => String::new(),
-    };
-    let model = train(
-        start,
+    let run = Run {
         data,
+        held_out: test.clone(),
         samples,
-        &config,
-        vgg.as_ref(),
-        &args.out,
-        |step| {
-            if step.step == 1 {
-                log.push_str("step,");
-                log.push_str(
-                    &step
-                        .terms
-                        .iter()
-                        .map(|t| t.0.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
-                log.push_str(",discriminator\n");
-            }
-            log.push_str(&format!(
-                "{},{},{}\n",
-                step.step,
-                step.terms
-                    .iter()
-                    .map(|t| format!("{:.6}", t.1))
-                    .collect::<Vec<_>>()
-                    .join(","),
-                step.discriminator
-                    .map_or(String::new(), |d| format!("{d:.6}"))
-            ));
-            bar.set_position(step.step as u64);
-            bar.set_message(step.line());
-        },
-    );
-    bar.finish();
-    std::fs::write(&log_path, log)?;
-    let model = model?;
+        vgg: vgg.as_ref(),
+        out: args.out.clone(),
+        tui: !args.no_tui,
+    };
+    let trained = train(start, run, &config)?;
     println!(
-        "wrote {} and {}",
+        "wrote {}, {} and burn-train's logs and checkpoints in {}",
         args.out.join("generator.safetensors").display(),
-        log_path.display()
+        args.out.join("losses.csv").display(),
+        args.out.display()
     );
     if let (Some(test), true) = (&test, args.eval_pairs > 0) {
-        let scores = score_pairs(&model, test, args.eval_pairs)?;
+        let scores = score_pairs(&trained.model, test, args.eval_pairs)?;
         print_scores(&scores);
         std::fs::write(
             args.out.join("scores.json"),

@@ -1,20 +1,33 @@
-//! The training loop: G (and D when the adversarial term is on) with Adam, betas (0, 0.999), the
-//! official learning rates (1e-4 for G, a tenth for D), checkpoints and sample pictures.
+//! Training GFLA with burn-train: G (and D when the adversarial term is on) with Adam, betas
+//! (0, 0.999), the official learning rates (1e-4 for G, a tenth for D), through burn-train's
+//! `SupervisedTraining` and `Learner` with the learning strategy of [`crate::strategy`]: its
+//! metrics (one per loss term), renderers (TUI or text lines), metric logs, checkpointer and
+//! resume; plus sample pictures, `losses.csv`, `generator.safetensors` and a NaN/inf stop.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail, ensure};
 use burn::data::dataloader::DataLoaderBuilder;
-use burn::optim::{AdamConfig, GradientsParams, OptimizerRecord};
-use burn::store::{BurnpackStore, ModuleSnapshot};
-use burn::tensor::{Device, Tensor};
+use burn::data::dataset::transform::PartialDataset;
+use burn::tensor::Device;
+use burn::train::checkpoint::KeepLastNCheckpoints;
+use burn::train::metric::{IterationSpeedMetric, LearningRateMetric};
+use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
 use gfla_model::picture::tensor_to_images;
 use gfla_model::visualize::panel;
-use gfla_model::{Discriminator, DiscriminatorConfig, Generator, PoseTransfer, Vgg19};
+use gfla_model::{DiscriminatorConfig, Generator, ModelSpec, PoseTransfer, Vgg19};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{PairBatch, PairBatcher, PairDataset};
-use crate::losses::{LossWeights, generator_losses, lsgan};
+use crate::learner::{
+    Gfla, GflaOutput, LossMetric, LossSetup, learning_rates, loss_names, optimizer,
+};
+use crate::losses::LossWeights;
+use crate::strategy::{CHECKPOINT_DIR, GflaStrategy, Journal, LineRenderer, Plan};
+use crate::stream::{StepLoader, intervals};
+
+pub use crate::strategy::latest_checkpoint;
 
 /// How to train (a file of this, as JSON, is what `gfla-train train --config` reads).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -26,12 +39,20 @@ pub struct TrainConfig {
     pub lr: f64,
     pub seed: u64,
     pub weights: LossWeights,
-    /// Write `generator.safetensors` every this many steps (and at the end).
+    /// A checkpoint (burn-train's, and `generator.safetensors`) every this many steps and at
+    /// the end; one epoch of the learner is this many steps.
     pub checkpoint_every: usize,
     /// Write a sample picture every this many steps (0 = never).
     pub sample_every: usize,
     /// Data-loading threads.
     pub workers: usize,
+    /// Held-out pairs scored at every checkpoint (burn-train's valid split; 0 = none).
+    #[serde(default = "default_valid_pairs")]
+    pub valid_pairs: usize,
+}
+
+fn default_valid_pairs() -> usize {
+    16
 }
 
 impl Default for TrainConfig {
@@ -45,12 +66,13 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             sample_every: 100,
             workers: 2,
+            valid_pairs: default_valid_pairs(),
         }
     }
 }
 
 /// What one step measured.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StepLog {
     pub step: usize,
     /// Unweighted generator terms (and `adversarial`), then `total` (weighted sum).
@@ -60,8 +82,33 @@ pub struct StepLog {
 }
 
 impl StepLog {
+    pub fn from_output(step: usize, output: &GflaOutput) -> Self {
+        Self {
+            step,
+            terms: output
+                .values
+                .iter()
+                .filter(|(n, _)| *n != "discriminator")
+                .map(|(n, v)| (n.to_string(), *v))
+                .collect(),
+            discriminator: output.get("discriminator"),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.terms.iter().find(|(n, _)| n == name).map(|t| t.1)
+        match name {
+            "discriminator" => self.discriminator,
+            _ => self.terms.iter().find(|(n, _)| n == name).map(|t| t.1),
+        }
+    }
+
+    /// The first loss that is NaN or infinite.
+    pub fn non_finite(&self) -> Option<(&str, f64)> {
+        self.terms
+            .iter()
+            .map(|(n, v)| (n.as_str(), *v))
+            .chain(self.discriminator.map(|d| ("discriminator", d)))
+            .find(|(_, v)| !v.is_finite())
     }
 
     /// `l1 0.412 regularization 0.0031 ... total 2.07`.
@@ -78,179 +125,73 @@ impl StepLog {
     }
 }
 
-fn scalar(t: Tensor<1>) -> f64 {
-    t.into_scalar::<f32>() as f64
-}
-
-/// Trains `model` (built on an autodiff device) on `data` for `config.steps` steps, writing
-/// checkpoints and samples into `out`. Stops with an error naming the step and the term when a
-/// loss stops being finite. `on_step` sees every step's losses.
-pub fn train(
-    start: Start,
-    data: PairDataset,
-    samples: Option<PairBatch>,
-    config: &TrainConfig,
-    vgg: Option<&Vgg19>,
-    out: &Path,
-    mut on_step: impl FnMut(&StepLog),
-) -> Result<PoseTransfer> {
-    ensure!(
-        config.steps > 0 && config.batch_size > 0,
-        "steps and batch size must be positive"
-    );
-    ensure!(
-        vgg.is_some() || !config.weights.needs_vgg(),
-        "the correctness, perceptual and style losses need VGG19 weights"
-    );
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let adam = AdamConfig::new().with_beta_1(0.0).with_beta_2(0.999);
-    let (model, mut d, mut optim_g, mut optim_d, mut step) = match start {
-        Start::Fresh(model) => {
-            let device = model.device().clone();
-            device.seed(config.seed);
-            let d = (config.weights.adversarial > 0.0)
-                .then(|| discriminator_config(&model.spec).init(&device));
-            (model, d, adam.init(), adam.init(), 0)
-        }
-        Start::Resume(state) => (
-            state.model,
-            state.discriminator,
-            adam.init().load_record(state.optim_g),
-            match state.optim_d {
-                Some(record) => adam.init().load_record(record),
-                None => adam.init(),
-            },
-            state.step,
-        ),
-    };
-    ensure!(
-        step < config.steps,
-        "the run is already at step {step} of {}",
-        config.steps
-    );
-    let device = model.device().clone();
-    let spec = model.spec.clone();
-    let mut g: Generator = model.generator;
-    let loader = DataLoaderBuilder::new(PairBatcher)
-        .batch_size(config.batch_size)
-        .shuffle(config.seed)
-        .num_workers(config.workers.max(1))
-        .set_device(device.clone())
-        .build(data);
-
-    let save = |g: &Generator, name: &str| -> Result<PathBuf> {
-        let path = out.join(name);
-        PoseTransfer::new(g.clone(), spec.clone(), &device)
-            .save(&path, false)
-            .map_err(|e| anyhow::anyhow!(e))?;
-        Ok(path)
-    };
-
-    'epochs: loop {
-        for batch in loader.iter() {
-            let batch = batch.map_err(|e| anyhow::anyhow!("data: {e}"))?;
-            step += 1;
-            let output = g.forward(batch.p1.clone(), batch.bp1.clone(), batch.bp2.clone());
-            let losses = generator_losses(
-                &output,
-                &spec.config,
-                batch.p1.clone(),
-                batch.p2.clone(),
-                &config.weights,
-                vgg,
-            );
-            let mut total = losses.total;
-            let mut terms: Vec<(String, f64)> = losses
-                .terms
-                .into_iter()
-                .map(|(n, v)| (n.to_string(), scalar(v)))
-                .collect();
-            if let Some(d) = &d {
-                let adv = lsgan(d.forward_train(output.image.clone()), 1.0);
-                terms.push(("adversarial".into(), scalar(adv.clone())));
-                total = total + adv * config.weights.adversarial;
-            }
-            terms.push(("total".into(), scalar(total.clone())));
-            if let Some((name, value)) = terms.iter().find(|(_, v)| !v.is_finite()) {
-                bail!(
-                    "step {step}: the {name} loss is {value}; stopping (last checkpoint in {})",
-                    out.display()
-                );
-            }
-            let grads = GradientsParams::from_grads(total.backward(), &g);
-            g = optim_g.step(config.lr, g, grads);
-
-            let mut d_loss = None;
-            if let Some(dm) = d.take() {
-                let real = lsgan(dm.forward_train(batch.p2.clone()), 1.0);
-                let fake = lsgan(dm.forward_train(output.image.detach()), 0.0);
-                let loss = (real + fake) * 0.5;
-                let value = scalar(loss.clone());
-                if !value.is_finite() {
-                    bail!("step {step}: the discriminator loss is {value}; stopping");
-                }
-                d_loss = Some(value);
-                let grads = GradientsParams::from_grads(loss.backward(), &dm);
-                d = Some(optim_d.step(config.lr * 0.1, dm, grads));
-            }
-            let log = StepLog {
-                step,
-                terms,
-                discriminator: d_loss,
-            };
-            on_step(&log);
-
-            if config.sample_every > 0
-                && (step % config.sample_every == 0 || step == config.steps)
-                && let Some(samples) = &samples
-            {
-                let picture = sample_picture(&g, samples);
-                let path = out.join("samples").join(format!("step_{step:06}.png"));
-                std::fs::create_dir_all(path.parent().expect("a folder"))?;
-                picture
-                    .save(&path)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            if step % config.checkpoint_every.max(1) == 0 || step == config.steps {
-                save(&g, "generator.safetensors")?;
-                save_state(out, step, &g, d.as_ref(), &optim_g, &optim_d)?;
-            }
-            if step == config.steps {
-                break 'epochs;
-            }
-        }
-    }
-    Ok(PoseTransfer::new(g, spec, &device))
-}
-
-/// How a run starts: from a model, or from the state a previous run left in its folder.
+/// How a run starts: from a model, or from the latest checkpoint a previous run left in its
+/// folder.
 #[allow(clippy::large_enum_variant)] // made once per run and moved straight in
 pub enum Start {
     Fresh(PoseTransfer),
-    Resume(State),
+    Resume(Resume),
 }
 
 impl Start {
-    /// The generator the run starts from.
+    /// The generator the run starts from (for a resumed run, before its weights are loaded).
     pub fn model(&self) -> &PoseTransfer {
         match self {
             Self::Fresh(model) => model,
-            Self::Resume(state) => &state.model,
+            Self::Resume(resume) => &resume.model,
         }
     }
 }
 
-/// Everything a run needs to carry on where it stopped: the step, G and D with their parameter
-/// identities (burnpack keeps them) and both optimisers' moments.
-pub struct State {
-    pub step: usize,
+/// Where a run carries on: the learner epoch and step of its latest complete checkpoint, and a
+/// model of its architecture that burn-train's checkpointer loads G (and D), both optimisers
+/// and the learning-rate schedule into.
+pub struct Resume {
     pub model: PoseTransfer,
-    pub discriminator: Option<Discriminator>,
-    pub optim_g: OptimizerRecord,
-    pub optim_d: Option<OptimizerRecord>,
+    pub epoch: usize,
+    pub step: usize,
 }
 
-fn discriminator_config(spec: &gfla_model::ModelSpec) -> DiscriminatorConfig {
+impl Resume {
+    /// The latest complete checkpoint in `out`, for a model of `spec` on `device`.
+    pub fn latest(out: &Path, spec: ModelSpec, device: &Device) -> Result<Self> {
+        let (epoch, step) = latest_checkpoint(out).with_context(|| {
+            format!(
+                "{}: no complete checkpoint to resume from",
+                out.join(CHECKPOINT_DIR).display()
+            )
+        })?;
+        Ok(Self {
+            model: PoseTransfer::init(spec, device),
+            epoch,
+            step,
+        })
+    }
+}
+
+/// The data and the output of a run.
+pub struct Run<'a> {
+    /// Training pairs.
+    pub data: PairDataset,
+    /// Held-out pairs for the valid split (the first `valid_pairs`).
+    pub held_out: Option<PairDataset>,
+    /// Fixed pairs drawn into `samples/` every `sample_every` steps.
+    pub samples: Option<PairBatch>,
+    /// VGG19 for the correctness, perceptual and style terms.
+    pub vgg: Option<&'a Vgg19>,
+    pub out: PathBuf,
+    /// burn-train's terminal dashboard when standard output is a terminal (otherwise, and when
+    /// false, one line per split of each epoch).
+    pub tui: bool,
+}
+
+/// A finished run: the trained generator (off the autodiff graph) and every step's losses.
+pub struct Trained {
+    pub model: PoseTransfer,
+    pub steps: Vec<StepLog>,
+}
+
+fn discriminator_config(spec: &ModelSpec) -> DiscriminatorConfig {
     if spec.image_size[0] >= 256 {
         DiscriminatorConfig::fashion()
     } else {
@@ -258,84 +199,133 @@ fn discriminator_config(spec: &gfla_model::ModelSpec) -> DiscriminatorConfig {
     }
 }
 
-/// Writes `out/state/` (step, G, D, optimisers) through a scratch folder renamed into place,
-/// so a kill at any moment leaves the previous state or the new one, never half of one.
-fn save_state(
-    out: &Path,
-    step: usize,
-    g: &Generator,
-    d: Option<&Discriminator>,
-    optim_g: &burn::optim::ModuleOptimizer,
-    optim_d: &burn::optim::ModuleOptimizer,
-) -> Result<()> {
-    let scratch = out.join("state.tmp");
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch)?;
-    let pack = |name: &str| BurnpackStore::from_file(scratch.join(name)).overwrite(true);
-    g.save_into(&mut pack("generator.bpk"))
-        .map_err(|e| anyhow::anyhow!("cannot write the state: {e}"))?;
-    optim_g
-        .to_record()
-        .save(scratch.join("optim_g.bpk"))
-        .map_err(|e| anyhow::anyhow!("cannot write the state: {e:?}"))?;
-    if let Some(d) = d {
-        d.save_into(&mut pack("discriminator.bpk"))
-            .map_err(|e| anyhow::anyhow!("cannot write the state: {e}"))?;
-        optim_d
-            .to_record()
-            .save(scratch.join("optim_d.bpk"))
-            .map_err(|e| anyhow::anyhow!("cannot write the state: {e:?}"))?;
-    }
-    std::fs::write(scratch.join("step"), step.to_string())?;
-    let state = out.join("state");
-    let old = out.join("state.old");
-    let _ = std::fs::remove_dir_all(&old);
-    if state.exists() {
-        std::fs::rename(&state, &old)?;
-    }
-    std::fs::rename(&scratch, &state)?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
-}
-
-/// Reads the state a run left in `out/state/` for a model of `spec` on `device`.
-pub fn load_state(
-    out: &Path,
-    spec: gfla_model::ModelSpec,
-    adversarial: bool,
-    device: &Device,
-) -> Result<State> {
-    let dir = out.join("state");
-    let step: usize = std::fs::read_to_string(dir.join("step"))
-        .with_context(|| format!("{}: no training state to resume", out.display()))?
-        .trim()
-        .parse()
-        .with_context(|| format!("{}: a damaged step file", dir.display()))?;
-    let mut model = PoseTransfer::init(spec.clone(), device);
-    let path = dir.join("generator.bpk");
-    model
-        .generator
-        .load_from(&mut BurnpackStore::from_file(&path))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let record = |name: &str| -> Result<OptimizerRecord> {
-        let path = dir.join(name);
-        OptimizerRecord::load(&path).map_err(|e| anyhow::anyhow!("{}: {e:?}", path.display()))
+/// Trains with burn-train: a [`SupervisedTraining`] over the step stream, with a [`Learner`] of
+/// G and D ([`Gfla`]), the official optimisers and learning rates, a metric per loss term for
+/// the training and held-out splits, burn-train's file checkpointer (the last two checkpoints
+/// kept) and the GFLA strategy. Writes into `run.out`: `checkpoint/`, `train/` and `valid/`
+/// (burn-train's metric logs), `experiment.log`, `losses.csv`, `generator.safetensors` and
+/// `samples/`. Stops with an error naming the step and the term when a loss stops being finite.
+pub fn train(start: Start, run: Run<'_>, config: &TrainConfig) -> Result<Trained> {
+    ensure!(
+        config.steps > 0 && config.batch_size > 0,
+        "steps and batch size must be positive"
+    );
+    ensure!(
+        run.vgg.is_some() || !config.weights.needs_vgg(),
+        "the correctness, perceptual and style losses need VGG19 weights"
+    );
+    let out = run.out.clone();
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let (model, epoch, done) = match start {
+        Start::Fresh(model) => {
+            // Seeded before D's weights are drawn.
+            model.device().seed(config.seed);
+            (model, 0, 0)
+        }
+        Start::Resume(resume) => (resume.model, resume.epoch, resume.step),
     };
-    let (discriminator, optim_d) = if adversarial {
-        let mut d = discriminator_config(&spec).init(device);
-        let path = dir.join("discriminator.bpk");
-        d.load_from(&mut BurnpackStore::from_file(&path))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        (Some(d), Some(record("optim_d.bpk")?))
-    } else {
-        (None, None)
-    };
-    Ok(State {
-        step,
-        model,
+    ensure!(
+        done < config.steps,
+        "the run is already at step {done} of {}",
+        config.steps
+    );
+    let device = model.device().clone();
+    ensure!(device.is_autodiff(), "training needs an autodiff device");
+    let spec = model.spec.clone();
+    let discriminator =
+        (config.weights.adversarial > 0.0).then(|| discriminator_config(&spec).init(&device));
+    let gfla = Gfla {
+        generator: model.generator,
         discriminator,
-        optim_g: record("optim_g.bpk")?,
-        optim_d,
+        losses: LossSetup::new(config.weights.clone(), spec.config.clone(), run.vgg),
+    };
+
+    let every = config.checkpoint_every.max(1);
+    // Without held-out pairs the valid split is empty (burn-train wants a loader all the same).
+    let (held_out, valid_pairs) = match run.held_out {
+        Some(h) => {
+            let n = config
+                .valid_pairs
+                .min(burn::data::dataset::Dataset::len(&h));
+            (h, n)
+        }
+        None => (run.data.clone(), 0),
+    };
+    let valid = DataLoaderBuilder::new(PairBatcher)
+        .batch_size(config.batch_size)
+        .set_device(device.clone().inner())
+        .build(PartialDataset::new(held_out, 0, valid_pairs));
+    let loader = StepLoader::new(
+        run.data,
+        config.batch_size,
+        config.seed,
+        config.workers,
+        device.clone(),
+        every,
+        done,
+        config.steps,
+    );
+    let journal = Arc::new(Mutex::new(Journal::default()));
+    let strategy = GflaStrategy {
+        device: device.clone(),
+        plan: Plan {
+            out: out.clone(),
+            spec: spec.clone(),
+            start_step: done,
+            total_steps: config.steps,
+            sample_every: config.sample_every,
+        },
+        samples: run.samples,
+        journal: journal.clone(),
+    };
+
+    let mut training = SupervisedTraining::new(&out, Arc::new(loader), valid)
+        .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)))
+        .with_default_checkpointers()
+        .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+        .num_epochs(epoch + intervals(done, every, config.steps))
+        .label(&format!("GFLA {} (an epoch is {every} steps)", spec.name));
+    for name in loss_names(&config.weights, run.vgg.is_some()) {
+        training = training
+            .metric_train_numeric(LossMetric::new(name))
+            .metric_valid_numeric(LossMetric::new(name));
+    }
+    training = training
+        .metric_train_numeric(IterationSpeedMetric::new())
+        .metric_train_numeric(LearningRateMetric::new());
+    if !(run.tui && std::io::IsTerminal::is_terminal(&std::io::stdout())) {
+        training = training.renderer(Box::new(LineRenderer::new()));
+    }
+    if epoch > 0 {
+        training = training.checkpoint(epoch);
+    }
+    let result = training.launch(Learner::new(gfla, optimizer(), learning_rates(config.lr)));
+
+    let journal = std::mem::take(&mut *journal.lock().unwrap());
+    if let Some(failure) = journal.failure {
+        bail!(failure);
+    }
+    if let Some(error) = result.error {
+        bail!("training failed: {error}");
+    }
+    let last = journal.steps.last().map_or(done, |s| s.step);
+    if last < config.steps {
+        let reason = journal
+            .stopped
+            .or_else(|| result.interrupted.and_then(|i| i.reason))
+            .unwrap_or_else(|| "no reason given".into());
+        bail!(
+            "stopped at step {last} of {} ({reason}); {} (carry on with --resume)",
+            config.steps,
+            match journal.last_checkpoint {
+                Some((_, step)) => format!("the last checkpoint is at step {step}"),
+                None => "no checkpoint was written".into(),
+            }
+        );
+    }
+    Ok(Trained {
+        model: PoseTransfer::new(result.model.generator, spec, &device.inner()),
+        steps: journal.steps,
     })
 }
 
