@@ -273,6 +273,23 @@ pub struct GeneratorOutput {
     pub attention: Vec<Tensor<4>>,
 }
 
+fn check_inputs(source_image: &Tensor<4>, source_pose: &Tensor<4>, target_pose: &Tensor<4>) {
+    let [b, _, h, w] = source_image.dims();
+    assert!(
+        h % 32 == 0 && w % 32 == 0,
+        "Generator: image size {h} x {w} must be a multiple of 32 (the flow estimator reaches 1/32)"
+    );
+    assert!(
+        source_pose.dims()[0] == b
+            && target_pose.dims() == source_pose.dims()
+            && source_pose.dims()[2..] == [h, w],
+        "Generator: image {:?}, source pose {:?} and target pose {:?} do not match",
+        source_image.dims(),
+        source_pose.dims(),
+        target_pose.dims()
+    );
+}
+
 impl Generator {
     /// `source_image`: `[B, 3, H, W]` in [-1, 1]; `source_pose`, `target_pose`: heat maps
     /// `[B, 18, H, W]` in [0, 1]. `H` and `W` must be multiples of 32.
@@ -282,21 +299,40 @@ impl Generator {
         source_pose: Tensor<4>,
         target_pose: Tensor<4>,
     ) -> GeneratorOutput {
-        let [b, _, h, w] = source_image.dims();
-        assert!(
-            h % 32 == 0 && w % 32 == 0,
-            "Generator: image size {h} x {w} must be a multiple of 32 (the flow estimator reaches 1/32)"
-        );
-        assert!(
-            source_pose.dims()[0] == b
-                && target_pose.dims() == source_pose.dims()
-                && source_pose.dims()[2..] == [h, w],
-            "Generator: image {:?}, source pose {:?} and target pose {:?} do not match",
-            source_image.dims(),
-            source_pose.dims(),
-            target_pose.dims()
-        );
+        check_inputs(&source_image, &source_pose, &target_pose);
         let source_features = self.source.pyramid(source_image.clone());
+        self.forward_with_source(source_features, source_image, source_pose, target_pose)
+    }
+
+    /// The source encoder's pyramid, `[1/2, 1/4, 1/8]` (finest first): what
+    /// [`Generator::forward_with_source`] needs. Encoding a source once serves any number of
+    /// target poses.
+    pub fn encode_source(&self, source_image: Tensor<4>) -> Vec<Tensor<4>> {
+        self.source.pyramid(source_image)
+    }
+
+    /// [`Generator::forward`] with the source pyramid already computed by
+    /// [`Generator::encode_source`]; a pyramid of batch 1 is broadcast over the batch.
+    pub fn forward_with_source(
+        &self,
+        source_features: Vec<Tensor<4>>,
+        source_image: Tensor<4>,
+        source_pose: Tensor<4>,
+        target_pose: Tensor<4>,
+    ) -> GeneratorOutput {
+        check_inputs(&source_image, &source_pose, &target_pose);
+        let b = source_image.dims()[0];
+        let source_features: Vec<Tensor<4>> = source_features
+            .into_iter()
+            .map(|f| {
+                let [fb, c, h, w] = f.dims();
+                assert!(
+                    fb == b || fb == 1,
+                    "Generator: source features of batch {fb} for a batch of {b}"
+                );
+                if fb == b { f } else { f.expand([b, c, h, w]) }
+            })
+            .collect();
         let inputs = Tensor::cat(vec![source_image, source_pose, target_pose.clone()], 1);
         let r = &self.renderer;
         let (flows, masks, mut x) = match &self.flow {
@@ -369,6 +405,37 @@ mod tests {
             let (_, macs) = crate::flops::count_macs(|| g.source.pyramid(x));
             assert_eq!(macs, (batch * expected) as u64, "batch {batch}");
         }
+    }
+
+    #[test]
+    fn a_source_encoded_once_serves_every_target() {
+        let device = Device::flex();
+        let g = GeneratorConfig::market()
+            .with_channels(4)
+            .with_flow_channels(4)
+            .with_attention_hidden(4)
+            .init(&device);
+        let wave = |c: usize, b: usize, phase: f64| {
+            Tensor::<1, burn::tensor::Int>::arange(0..(b * c * 64 * 32) as i64, &device)
+                .float()
+                .reshape([b, c, 64, 32])
+                .mul_scalar(0.37)
+                .add_scalar(phase)
+                .sin()
+        };
+        let image = wave(3, 1, 0.0);
+        let (bp1, bp2) = (wave(18, 1, 1.0).abs(), wave(18, 3, 2.0).abs());
+        let once = g.forward_with_source(
+            g.encode_source(image.clone()),
+            image.clone().repeat_dim(0, 3),
+            bp1.clone().repeat_dim(0, 3),
+            bp2.clone(),
+        );
+        let each = g.forward(image.repeat_dim(0, 3), bp1.repeat_dim(0, 3), bp2);
+        once.image.into_data().assert_approx_eq::<f32>(
+            &each.image.into_data(),
+            burn::tensor::Tolerance::absolute(1e-6),
+        );
     }
 
     #[test]

@@ -257,7 +257,10 @@ impl PoseTransfer {
     ) -> GeneratorOutput {
         assert!(!targets.is_empty(), "render: no target pose");
         let n = targets.len();
-        let image = self.picture(source).repeat_dim(0, n);
+        let picture = self.picture(source);
+        // The source pyramid is the same for every target: encode it once.
+        let features = self.generator.encode_source(picture.clone());
+        let image = picture.repeat_dim(0, n);
         let bp1 = self
             .pose_maps(source_pose.0, source_pose.1)
             .repeat_dim(0, n);
@@ -268,7 +271,8 @@ impl PoseTransfer {
                 .collect(),
             0,
         );
-        self.generator.forward(image, bp1, bp2)
+        self.generator
+            .forward_with_source(features, image, bp1, bp2)
     }
 }
 
