@@ -266,6 +266,9 @@ impl SupervisedLearningStrategy<Gfla> for GflaStrategy {
                 epoch_number: epoch,
                 total_items: batches.progress().items_total,
             }));
+            // Within the epoch, as burn-train's own strategies count (its iteration-speed
+            // metric divides it by the epoch's time).
+            let mut iteration = 0;
             while let Some(batch) = batches.next() {
                 let batch = match batch {
                     Ok(batch) => batch,
@@ -275,6 +278,7 @@ impl SupervisedLearningStrategy<Gfla> for GflaStrategy {
                     }
                 };
                 step += 1;
+                iteration += 1;
                 let output = learner.train_step(batch);
                 let log = StepLog::from_output(step, &output.item);
                 if let Some((name, value)) = log.non_finite() {
@@ -296,7 +300,7 @@ impl SupervisedLearningStrategy<Gfla> for GflaStrategy {
                 let item = TrainingItem::new(
                     output.item,
                     batches.progress(),
-                    Some(step),
+                    Some(iteration),
                     Some(learner.lr_current()),
                 );
                 interrupter.fail_on_error(

@@ -329,7 +329,7 @@ pub fn train(start: Start, run: Run<'_>, config: &TrainConfig) -> Result<Trained
     })
 }
 
-/// One row per sample: source | target pose | target picture | generated.
+/// One row per sample: source | target picture | generated.
 pub fn sample_picture(g: &Generator, batch: &PairBatch) -> image::RgbImage {
     let out = g.forward(batch.p1.clone(), batch.bp1.clone(), batch.bp2.clone());
     let sources = tensor_to_images(batch.p1.clone());
