@@ -240,35 +240,37 @@ impl FusedAttentionBackend for Flex {
     }
 }
 
+/// The backward step all fused ops share: their `N` inputs come back from the checkpointer,
+/// `grads_of(inputs, upstream, k, wanted)` computes what the tracked parents need, and each
+/// gradient is registered.
+fn backward_step<const N: usize>(
+    ops: Ops<([NodeId; N], usize), N>,
+    grads: &mut Gradients,
+    checkpointer: &mut Checkpointer,
+    grads_of: impl FnOnce([FlexTensor; N], FlexTensor, usize, [bool; N]) -> [Option<FlexTensor>; N],
+) {
+    let grad = grads.consume::<Flex>(&ops.node);
+    let (ids, k) = ops.state;
+    let inputs = ids.map(|id| checkpointer.retrieve_node_output::<FlexTensor>(id));
+    let want = ops.parents.each_ref().map(Option::is_some);
+    let computed = grads_of(inputs, grad, k, want);
+    for (node, g) in ops.parents.into_iter().zip(computed) {
+        if let (Some(node), Some(g)) = (node, g) {
+            grads.register::<Flex>(node.id, g);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct SampledConvBackward;
 
 impl Backward<Flex, 3> for SampledConvBackward {
-    type State = (NodeId, NodeId, NodeId, usize);
+    type State = ([NodeId; 3], usize);
 
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let [node_source, node_flow, node_weight] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (source, flow, weight, k) = ops.state;
-        let source: FlexTensor = checkpointer.retrieve_node_output(source);
-        let flow: FlexTensor = checkpointer.retrieve_node_output(flow);
-        let weight: FlexTensor = checkpointer.retrieve_node_output(weight);
-        let want = [
-            node_source.is_some(),
-            node_flow.is_some(),
-            node_weight.is_some(),
-        ];
-        let [gs, gf, gw] = sampled_conv_backward(&source, &flow, &weight, &grad, k, want);
-        for (node, g) in [(node_source, gs), (node_flow, gf), (node_weight, gw)] {
-            if let (Some(node), Some(g)) = (node, g) {
-                grads.register::<Flex>(node.id, g);
-            }
-        }
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
+        backward_step(ops, grads, cp, |[source, flow, weight], grad, k, want| {
+            sampled_conv_backward(&source, &flow, &weight, &grad, k, want)
+        });
     }
 }
 
@@ -276,31 +278,12 @@ impl Backward<Flex, 3> for SampledConvBackward {
 struct AttentionBackward;
 
 impl Backward<Flex, 3> for AttentionBackward {
-    type State = (NodeId, NodeId, NodeId, usize);
+    type State = ([NodeId; 3], usize);
 
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let [node_source, node_flow, node_weights] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (source, flow, weights, k) = ops.state;
-        let source: FlexTensor = checkpointer.retrieve_node_output(source);
-        let flow: FlexTensor = checkpointer.retrieve_node_output(flow);
-        let weights: FlexTensor = checkpointer.retrieve_node_output(weights);
-        let want = [
-            node_source.is_some(),
-            node_flow.is_some(),
-            node_weights.is_some(),
-        ];
-        let [gs, gf, gw] = backward(&source, &flow, Some(&weights), &grad, k, want);
-        for (node, g) in [(node_source, gs), (node_flow, gf), (node_weights, gw)] {
-            if let (Some(node), Some(g)) = (node, g) {
-                grads.register::<Flex>(node.id, g);
-            }
-        }
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
+        backward_step(ops, grads, cp, |[source, flow, weights], grad, k, want| {
+            backward(&source, &flow, Some(&weights), &grad, k, want)
+        });
     }
 }
 
@@ -308,26 +291,13 @@ impl Backward<Flex, 3> for AttentionBackward {
 struct PatchesBackward;
 
 impl Backward<Flex, 2> for PatchesBackward {
-    type State = (NodeId, NodeId, usize);
+    type State = ([NodeId; 2], usize);
 
-    fn backward(
-        self,
-        ops: Ops<Self::State, 2>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let [node_source, node_flow] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        let (source, flow, k) = ops.state;
-        let source: FlexTensor = checkpointer.retrieve_node_output(source);
-        let flow: FlexTensor = checkpointer.retrieve_node_output(flow);
-        let want = [node_source.is_some(), node_flow.is_some(), false];
-        let [gs, gf, _] = backward(&source, &flow, None, &grad, k, want);
-        for (node, g) in [(node_source, gs), (node_flow, gf)] {
-            if let (Some(node), Some(g)) = (node, g) {
-                grads.register::<Flex>(node.id, g);
-            }
-        }
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, cp: &mut Checkpointer) {
+        backward_step(ops, grads, cp, |[source, flow], grad, k, [ws, wf]| {
+            let [gs, gf, _] = backward(&source, &flow, None, &grad, k, [ws, wf, false]);
+            [gs, gf]
+        });
     }
 }
 
@@ -345,9 +315,11 @@ impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Flex, C> {
         {
             OpsKind::Tracked(mut prep) => {
                 let state = (
-                    prep.checkpoint(&source),
-                    prep.checkpoint(&flow),
-                    prep.checkpoint(&weights),
+                    [
+                        prep.checkpoint(&source),
+                        prep.checkpoint(&flow),
+                        prep.checkpoint(&weights),
+                    ],
                     k,
                 );
                 let out =
@@ -374,7 +346,7 @@ impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&source), prep.checkpoint(&flow), k);
+                let state = ([prep.checkpoint(&source), prep.checkpoint(&flow)], k);
                 let out = patches_forward(source.primitive(), flow.primitive(), k);
                 prep.finish(state, out)
             }
@@ -397,9 +369,11 @@ impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Flex, C> {
         {
             OpsKind::Tracked(mut prep) => {
                 let state = (
-                    prep.checkpoint(&source),
-                    prep.checkpoint(&flow),
-                    prep.checkpoint(&weight),
+                    [
+                        prep.checkpoint(&source),
+                        prep.checkpoint(&flow),
+                        prep.checkpoint(&weight),
+                    ],
                     k,
                 );
                 let out = sampled_conv_forward(

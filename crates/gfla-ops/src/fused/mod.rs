@@ -303,7 +303,6 @@ mod tests {
                 assert_eq!(f.dims(), s.dims(), "{name} {shape:?} k={k}");
                 f.into_data()
                     .assert_approx_eq::<f32>(&s.into_data(), Tolerance::absolute(2e-5));
-                let _ = name;
             }
         }
     }
