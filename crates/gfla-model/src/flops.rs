@@ -19,8 +19,11 @@
 
 use std::cell::Cell;
 
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::tensor::Tensor;
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use gfla_ops as ops;
 
 thread_local! {
     static MACS: Cell<Option<u64>> = const { Cell::new(None) };
@@ -52,8 +55,20 @@ fn product(dims: &[usize]) -> u64 {
 }
 
 /// A counted [`Conv2d::forward`]: `weight [O, I/g, kh, kw]` MACs per output pixel and batch item.
+/// Runs `gfla_ops::conv`'s GEMM convolution (Burn's own where that does not apply).
 pub(crate) fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let y = conv.forward(x);
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [(0, 0), (0, 0)],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        // Its padding depends on the input size; Burn computes it.
+        PaddingConfig2d::Same => return count_conv(conv, conv.forward(x)),
+    };
+    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    count_conv(conv, ops::conv::conv2d(x, conv.weight.val(), bias, options))
+}
+
+fn count_conv(conv: &Conv2d, y: Tensor<4>) -> Tensor<4> {
     let [b, _, h, w] = y.dims();
     add(product(&conv.weight.dims()) * product(&[b, h, w]));
     y
@@ -64,7 +79,15 @@ pub(crate) fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 pub(crate) fn conv_transpose2d(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
     let [b, _, h, w] = x.dims();
     add(product(&conv.weight.dims()) * product(&[b, h, w]));
-    conv.forward(x)
+    let options = ConvTransposeOptions::new(
+        conv.stride,
+        conv.padding,
+        conv.padding_out,
+        conv.dilation,
+        conv.groups,
+    );
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    ops::conv::conv_transpose2d(x, conv.weight.val(), bias, options)
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 
 use burn::module::{Module, RunningState};
 use burn::nn::conv::Conv2d;
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
+use gfla_ops::conv::conv2d;
 
 use crate::blocks::conv;
 

@@ -118,7 +118,7 @@ impl Vgg19 {
 
     /// All loss layers of `x` (`[B, 3, H, W]`, [-1, 1] as the official losses use it).
     pub fn forward(&self, x: Tensor<4>) -> VggFeatures {
-        let c = |j: usize, x: Tensor<4>| relu(self.convs[j].forward(x));
+        let c = |j: usize, x: Tensor<4>| relu(crate::flops::conv2d(&self.convs[j], x));
         let pool = |x: Tensor<4>| max_pool2d(x, MaxPoolOptions::new([2, 2]).with_stride([2, 2]));
         let relu1_1 = c(0, x);
         let relu2_1 = c(2, pool(c(1, relu1_1.clone())));

@@ -23,6 +23,7 @@
 mod affine;
 mod attention;
 mod block;
+pub mod conv;
 mod flow;
 pub mod fused;
 mod loss;

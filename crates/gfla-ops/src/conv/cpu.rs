@@ -1,0 +1,767 @@
+//! Convolutions of `f32` NCHW images as a few large matrix products, without im2col.
+//!
+//! The input is copied once, padded and channels-last, into `P` (`[rows, width, C]`). A
+//! stride-1 correlation with a `kh x kw` kernel then reads, for kernel row `u`, the matrix whose
+//! row `q = y * width + x` is the `kw * C` values starting at pixel `q + u * width` of `P`:
+//! consecutive rows overlap, so it is a strided view of `P` and never copied. Output columns
+//! `x >= cols` of each row are computed and dropped (a few percent of the work), which is what
+//! makes one product cover a whole block of rows.
+//!
+//! A stride-`s` convolution becomes a stride-1 one over `P` in space-to-depth order (each
+//! `s x s` block of pixels is one pixel of `s*s*C` channels), and a transposed convolution of
+//! stride `s` splits into `s*s` stride-1 phases, one per output parity, so neither multiplies
+//! zeros.
+
+use rayon::prelude::*;
+
+/// Output elements per parallel task (rows of the product times output channels): big enough
+/// for the GEMM to reach speed, small enough to give two cores several tasks.
+const TASK_ELEMENTS: usize = 1 << 17;
+
+/// Shape of a convolution over a batch of NCHW images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// `[batch, channels, height, width]` of the input.
+    pub input: [usize; 4],
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride along height and width.
+    pub stride: [usize; 2],
+    /// Zero padding `[top, left, bottom, right]`.
+    pub padding: [usize; 4],
+}
+
+/// Shape of a transposed convolution over a batch of NCHW images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransposedGeometry {
+    /// `[batch, channels, height, width]` of the input.
+    pub input: [usize; 4],
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride along height and width.
+    pub stride: [usize; 2],
+    /// Rows and columns cropped from the top and left of the full transposed output
+    /// (PyTorch's `padding`).
+    pub crop: [usize; 2],
+    /// Output height and width (PyTorch's `output_padding` only sets this).
+    pub output: [usize; 2],
+}
+
+impl ConvGeometry {
+    /// Output `[height, width]`.
+    pub fn output(&self) -> [usize; 2] {
+        let [_, _, h, w] = self.input;
+        let [t, l, b, r] = self.padding;
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        [(h + t + b - kh) / sh + 1, (w + l + r - kw) / sw + 1]
+    }
+}
+
+/// A padded channels-last image, with one spare zero row so that the dropped columns of the
+/// last output row read inside it.
+struct Padded {
+    data: Vec<f32>,
+    width: usize,
+    channels: usize,
+}
+
+/// One stride-1 correlation over [`Padded`] whose output lands strided in the NCHW output.
+struct Phase {
+    /// The kernel as `kh` row blocks of `[kw * C, out_channels]`.
+    rhs: Vec<f32>,
+    kernel: [usize; 2],
+    /// Pixel of `P` under output (0, 0)'s top-left tap.
+    origin: [usize; 2],
+    /// Output rows and columns of this phase.
+    size: [usize; 2],
+    /// Output (y, x) lands at row `offset[0] + step[0] * y`, column `offset[1] + step[1] * x`.
+    offset: [usize; 2],
+    step: [usize; 2],
+}
+
+/// A pointer parallel tasks write through at positions no other task writes.
+#[derive(Clone, Copy)]
+struct Disjoint(*mut f32);
+
+// SAFETY: tasks write disjoint output positions (distinct phases and row blocks).
+unsafe impl Send for Disjoint {}
+unsafe impl Sync for Disjoint {}
+
+impl Disjoint {
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// A matrix operand: values, row stride, column stride.
+type Operand<'a> = (&'a [f32], usize, usize);
+
+/// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)`, single-threaded, any strides.
+fn product(
+    (dst, dst_rs, dst_cs): (&mut [f32], usize, usize),
+    accumulate: bool,
+    [m, n, k]: [usize; 3],
+    (lhs, lhs_rs, lhs_cs): Operand,
+    (rhs, rhs_rs, rhs_cs): Operand,
+) {
+    let last = |rs: usize, cs: usize, rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(
+        dst.len() > last(dst_rs, dst_cs, m, n),
+        "product: destination too small"
+    );
+    assert!(
+        lhs.len() > last(lhs_rs, lhs_cs, m, k),
+        "product: lhs too small"
+    );
+    assert!(
+        rhs.len() > last(rhs_rs, rhs_cs, k, n),
+        "product: rhs too small"
+    );
+    // SAFETY: the extents the strides reach were checked above; `dst` is a distinct `&mut`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+thread_local! {
+    /// Each thread's product buffer, kept between tasks and calls.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How one product's rows (`rows` output rows of `width` columns) and `channels` output
+/// channels are cut into parallel tasks: blocks of `rows` and of `channels`.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    rows: usize,
+    channels: usize,
+}
+
+impl Split {
+    /// At most [`TASK_ELEMENTS`] per task, and at least two tasks per thread when the rows
+    /// allow it, then cutting channels (in blocks of at least 16) for small, deep maps.
+    fn new(rows: usize, width: usize, channels: usize) -> Self {
+        let want = 2 * rayon::current_num_threads();
+        let by_size = (TASK_ELEMENTS / (width * channels).max(1)).max(1);
+        let block = by_size.min(rows.div_ceil(want)).max(1);
+        let blocks = rows.div_ceil(block);
+        let cuts = want.div_ceil(blocks).min(channels.div_ceil(16)).max(1);
+        Self {
+            rows: block,
+            channels: channels.div_ceil(cuts),
+        }
+    }
+}
+
+/// Runs `phases` over one batch item: `out` is `[out_channels, oh, ow]`.
+fn run_phases(
+    p: &Padded,
+    phases: &[Phase],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    [oc, oh, ow]: [usize; 3],
+) {
+    let wp = p.width;
+    let rows = phases.iter().map(|ph| ph.size[0]).max().unwrap_or(0);
+    let split = Split::new(rows * phases.len(), wp, oc);
+    let tasks: Vec<(usize, usize, usize)> = phases
+        .iter()
+        .enumerate()
+        .flat_map(|(i, ph)| {
+            let row_blocks = ph.size[0].div_ceil(split.rows);
+            (0..row_blocks).flat_map(move |r| {
+                (0..oc.div_ceil(split.channels))
+                    .map(move |c| (i, r * split.rows, c * split.channels))
+            })
+        })
+        .collect();
+    let dst = Disjoint(out.as_mut_ptr());
+    let plane = oh * ow;
+    tasks.into_par_iter().for_each(|(i, y0, c0)| {
+        let ph = &phases[i];
+        let rows = split.rows.min(ph.size[0] - y0);
+        let channels = c0..(c0 + split.channels).min(oc);
+        let n = channels.len();
+        let [kh, kw] = ph.kernel;
+        let m = rows * wp;
+        let k = kw * p.channels;
+        // A transposed phase may have no taps at all: its output is the bias.
+        let kh = if kw > 0 { kh } else { 0 };
+        SCRATCH.with_borrow_mut(|acc| {
+            // The first product overwrites: the buffer is only grown, never cleared.
+            let need = if kh > 0 { m * n } else { 0 };
+            if acc.len() < need {
+                acc.resize(need, 0.0);
+            }
+            let acc = &mut acc[..need];
+            for u in 0..kh {
+                let start = ((ph.origin[0] + y0 + u) * wp + ph.origin[1]) * p.channels;
+                let taps = &ph.rhs[u * k * oc + c0..(u + 1) * k * oc];
+                let view = &p.data[start..];
+                // Output channels are the product's rows, so that the image view is read
+                // along its contiguous channels.
+                product(
+                    (acc, m, 1),
+                    u > 0,
+                    [n, m, k],
+                    (taps, 1, oc),
+                    (view, 1, p.channels),
+                );
+            }
+            for (j, c) in channels.enumerate() {
+                let b = bias.map_or(0.0, |b| b[c]);
+                for y in 0..rows {
+                    let oy = ph.offset[0] + ph.step[0] * (y0 + y);
+                    let row = c * plane + oy * ow + ph.offset[1];
+                    let cols = ph.size[1];
+                    // SAFETY: (c, oy, offset + step * x) for x < cols is inside `out` and
+                    // belongs to this task only (its phase, row block and channel block).
+                    let dst = |x: usize| unsafe { dst.ptr().add(row + ph.step[1] * x) };
+                    if acc.is_empty() {
+                        (0..cols).for_each(|x| unsafe { *dst(x) = b });
+                    } else if ph.step[1] == 1 {
+                        let src = &acc[j * m + y * wp..][..cols];
+                        let out = unsafe { std::slice::from_raw_parts_mut(dst(0), cols) };
+                        for (o, v) in out.iter_mut().zip(src) {
+                            *o = v + b;
+                        }
+                    } else {
+                        let src = &acc[j * m + y * wp..][..cols];
+                        for (x, v) in src.iter().enumerate() {
+                            unsafe { *dst(x) = v + b };
+                        }
+                    }
+                }
+            }
+        });
+    });
+}
+
+/// Copies one NCHW item into `P` in space-to-depth order: pixel `(ys, xs)` of `P` holds input
+/// pixels `(ys * sh + a - top, xs * sw + b - left)` for `a < sh`, `b < sw`, channel
+/// `(a * sw + b) * C + c`; outside the input it is zero.
+fn pad_item(
+    x: &[f32],
+    [c, h, w]: [usize; 3],
+    [sh, sw]: [usize; 2],
+    [top, left]: [usize; 2],
+    [rows, width]: [usize; 2],
+) -> Padded {
+    let channels = sh * sw * c;
+    let mut data = vec![0.0f32; (rows + 1) * width * channels];
+    data.par_chunks_mut(width * channels)
+        .take(rows)
+        .enumerate()
+        .for_each(|(ys, row)| {
+            // Channel-outer, so input rows are read contiguously; the strided writes stay
+            // within one row of `P`, which is in cache.
+            for a in 0..sh {
+                let Some(y) = (ys * sh + a).checked_sub(top).filter(|&y| y < h) else {
+                    continue;
+                };
+                for ci in 0..c {
+                    let src = &x[(ci * h + y) * w..][..w];
+                    for b in 0..sw {
+                        let dst = &mut row[(a * sw + b) * c + ci..];
+                        // Columns xs with 0 <= xs * sw + b - left < w.
+                        let first = left.saturating_sub(b).div_ceil(sw);
+                        let end = (w + left).saturating_sub(b).div_ceil(sw).min(width);
+                        for xs in first..end {
+                            dst[xs * channels] = src[xs * sw + b - left];
+                        }
+                    }
+                }
+            }
+        });
+    Padded {
+        data,
+        width,
+        channels,
+    }
+}
+
+/// `y = conv(x, weight) + bias` with `weight` `[O, C, kh, kw]`, zero padding, dilation 1 and
+/// one group, as PyTorch's `conv2d`. Returns `[B, O, oh, ow]`.
+pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+    let [n, c, h, w] = g.input;
+    let oc = g.out_channels;
+    let [kh, kw] = g.kernel;
+    assert_eq!(x.len(), n * c * h * w, "conv2d: input size");
+    assert_eq!(weight.len(), oc * c * kh * kw, "conv2d: weight size");
+    let s2d = SpaceToDepth::new(g);
+    let [oh, ow] = g.output();
+    let mut rhs = vec![0.0f32; s2d.taps_len() * oc];
+    for (row, tap) in s2d.taps() {
+        for o in 0..oc {
+            rhs[row * oc + o] = weight[o * c * kh * kw + tap];
+        }
+    }
+    let phase = [Phase {
+        rhs,
+        kernel: s2d.kernel,
+        origin: [0, 0],
+        size: [oh, ow],
+        offset: [0, 0],
+        step: [1, 1],
+    }];
+    let mut out = vec![0.0f32; n * oc * oh * ow];
+    for (xi, yi) in x
+        .chunks_exact(c * h * w)
+        .zip(out.chunks_exact_mut(oc * oh * ow))
+    {
+        run_phases(&s2d.pad(xi), &phase, bias, yi, [oc, oh, ow]);
+    }
+    out
+}
+
+/// The gradient of [`conv2d`] with respect to its weight: `[O, C, kh, kw]` from the input `x`
+/// and the output gradient `dy` (`[B, O, oh, ow]`).
+pub fn conv2d_weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let [n, c, h, w] = g.input;
+    let oc = g.out_channels;
+    let [kh, kw] = g.kernel;
+    let [oh, ow] = g.output();
+    assert_eq!(x.len(), n * c * h * w, "conv2d_weight_grad: input size");
+    assert_eq!(
+        dy.len(),
+        n * oc * oh * ow,
+        "conv2d_weight_grad: gradient size"
+    );
+    let s2d = SpaceToDepth::new(g);
+    let [kh2, kw2] = s2d.kernel;
+    let k = kw2 * s2d.channels;
+    let len = s2d.taps_len() * oc;
+    let mut grad = vec![0.0f32; len];
+    for (xi, gi) in x.chunks_exact(c * h * w).zip(dy.chunks_exact(oc * oh * ow)) {
+        let p = s2d.pad(xi);
+        let wp = p.width;
+        let rows_per_task = Split::new(oh, wp, oc).rows;
+        let partial = (0..oh.div_ceil(rows_per_task))
+            .into_par_iter()
+            .fold(
+                || vec![0.0f32; len],
+                |mut acc, t| {
+                    let y0 = t * rows_per_task;
+                    let rows = rows_per_task.min(oh - y0);
+                    let m = rows * wp;
+                    // This block's output gradient with zeros in the dropped columns, so that
+                    // they add nothing.
+                    let mut dz = vec![0.0f32; m * oc];
+                    for o in 0..oc {
+                        for y in 0..rows {
+                            dz[o * m + y * wp..][..ow]
+                                .copy_from_slice(&gi[(o * oh + y0 + y) * ow..][..ow]);
+                        }
+                    }
+                    for u in 0..kh2 {
+                        let start = ((y0 + u) * wp) * p.channels;
+                        product(
+                            (&mut acc[u * k * oc..(u + 1) * k * oc], oc, 1),
+                            true,
+                            [k, oc, m],
+                            (&p.data[start..], 1, p.channels),
+                            (&dz, 1, m),
+                        );
+                    }
+                    acc
+                },
+            )
+            .reduce_with(|mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            });
+        if let Some(partial) = partial {
+            grad.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
+        }
+    }
+    let mut out = vec![0.0f32; oc * c * kh * kw];
+    for (row, tap) in s2d.taps() {
+        for o in 0..oc {
+            out[o * c * kh * kw + tap] = grad[row * oc + o];
+        }
+    }
+    out
+}
+
+/// A strided convolution as a stride-1 one over space-to-depth pixels.
+struct SpaceToDepth {
+    input: [usize; 3],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    /// `P`'s rows and columns.
+    size: [usize; 2],
+    /// Space-to-depth kernel size.
+    kernel: [usize; 2],
+    /// Space-to-depth channels, `sh * sw * C`.
+    channels: usize,
+    original_kernel: [usize; 2],
+}
+
+impl SpaceToDepth {
+    fn new(g: &ConvGeometry) -> Self {
+        let [_, c, h, w] = g.input;
+        let [kh, kw] = g.kernel;
+        let [sh, sw] = g.stride;
+        let [top, left, bottom, right] = g.padding;
+        assert!(
+            h + top + bottom >= kh && w + left + right >= kw,
+            "conv2d: kernel {:?} larger than the padded input {:?}",
+            g.kernel,
+            [h + top + bottom, w + left + right]
+        );
+        Self {
+            input: [c, h, w],
+            stride: [sh, sw],
+            padding: [top, left],
+            size: [
+                (h + top + bottom).div_ceil(sh),
+                (w + left + right).div_ceil(sw),
+            ],
+            kernel: [kh.div_ceil(sh), kw.div_ceil(sw)],
+            channels: sh * sw * c,
+            original_kernel: [kh, kw],
+        }
+    }
+
+    /// Rows of the product's kernel matrix: `kh' * kw' * sh * sw * C`.
+    fn taps_len(&self) -> usize {
+        self.kernel[0] * self.kernel[1] * self.channels
+    }
+
+    /// `(row, ci * kh * kw + i * kw + j)`: which kernel-matrix row holds tap `(ci, i, j)` of
+    /// the original kernel. Row `(u * kw' + t) * C' + (a * sw + b) * C + ci` is tap
+    /// `(u * sh + a, t * sw + b)`; rows past the kernel stay zero.
+    fn taps(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let [kh2, kw2] = self.kernel;
+        let [sh, sw] = self.stride;
+        let [kh, kw] = self.original_kernel;
+        let c = self.input[0];
+        (0..kh2 * kw2 * sh * sw).flat_map(move |idx| {
+            let (ut, ab) = (idx / (sh * sw), idx % (sh * sw));
+            let (u, t, a, b) = (ut / kw2, ut % kw2, ab / sw, ab % sw);
+            let (i, j) = (u * sh + a, t * sw + b);
+            let base = ut * self.channels + ab * c;
+            (i < kh && j < kw)
+                .then(|| (0..c).map(move |ci| (base + ci, (ci * kh + i) * kw + j)))
+                .into_iter()
+                .flatten()
+        })
+    }
+
+    fn pad(&self, x: &[f32]) -> Padded {
+        pad_item(x, self.input, self.stride, self.padding, self.size)
+    }
+}
+
+/// `y = conv_transpose(x, weight) + bias` with `weight` `[C, O, kh, kw]`, dilation 1 and one
+/// group, as PyTorch's `conv_transpose2d` (the output may also be cut shorter or extended). Returns `[B, O, oh, ow]`.
+pub fn conv_transpose2d(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &TransposedGeometry,
+) -> Vec<f32> {
+    let [n, c, h, w] = g.input;
+    let oc = g.out_channels;
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let [ph, pw] = g.crop;
+    assert_eq!(x.len(), n * c * h * w, "conv_transpose2d: input size");
+    assert_eq!(
+        weight.len(),
+        c * oc * kh * kw,
+        "conv_transpose2d: weight size"
+    );
+    let [oh, ow] = g.output;
+    // Output index Y = s * Y' + a takes taps i = i0 + s * t, t < taps, from input row
+    // Y' + d - t, where i0 = (a + p) mod s and d = (a + p) div s.
+    struct Axis {
+        i0: usize,
+        taps: usize,
+        d: usize,
+        len: usize,
+    }
+    let axis = |a: usize, s: usize, p: usize, k: usize, out: usize| {
+        let i0 = (a + p) % s;
+        Axis {
+            i0,
+            taps: if i0 < k { (k - i0).div_ceil(s) } else { 0 },
+            d: (a + p) / s,
+            len: if a < out { (out - a).div_ceil(s) } else { 0 },
+        }
+    };
+    let rows: Vec<Axis> = (0..sh).map(|a| axis(a, sh, ph, kh, oh)).collect();
+    let cols: Vec<Axis> = (0..sw).map(|b| axis(b, sw, pw, kw, ow)).collect();
+    // Zero margins so that every phase reads inside `P`.
+    let before = |ax: &[Axis]| {
+        ax.iter()
+            .filter(|a| a.taps > 0 && a.len > 0)
+            .map(|a| (a.taps - 1).saturating_sub(a.d))
+            .max()
+            .unwrap_or(0)
+    };
+    let after = |ax: &[Axis], size: usize| {
+        ax.iter()
+            .filter(|a| a.taps > 0 && a.len > 0)
+            .map(|a| (a.len + a.d).saturating_sub(size))
+            .max()
+            .unwrap_or(0)
+    };
+    let (top, left) = (before(&rows), before(&cols));
+    let (hp, wp) = (h + top + after(&rows, h), w + left + after(&cols, w));
+    let mut phases = Vec::new();
+    for (a, ra) in rows.iter().enumerate() {
+        for (b, cb) in cols.iter().enumerate() {
+            if ra.len == 0 || cb.len == 0 {
+                continue;
+            }
+            let (ta, tb) = (ra.taps, cb.taps);
+            let mut rhs = vec![0.0f32; ta * tb * c * oc];
+            for u in 0..ta {
+                for v in 0..tb {
+                    let i = ra.i0 + sh * (ta - 1 - u);
+                    let j = cb.i0 + sw * (tb - 1 - v);
+                    for ci in 0..c {
+                        let row = ((u * tb + v) * c + ci) * oc;
+                        for o in 0..oc {
+                            rhs[row + o] = weight[((ci * oc + o) * kh + i) * kw + j];
+                        }
+                    }
+                }
+            }
+            let origin = |ax: &Axis, margin: usize| (ax.d + margin + 1).saturating_sub(ax.taps);
+            phases.push(Phase {
+                rhs,
+                kernel: [ta, tb],
+                origin: [origin(ra, top), origin(cb, left)],
+                size: [ra.len, cb.len],
+                offset: [a, b],
+                step: [sh, sw],
+            });
+        }
+    }
+    let mut out = vec![0.0f32; n * oc * oh * ow];
+    for (xi, yi) in x
+        .chunks_exact(c * h * w)
+        .zip(out.chunks_exact_mut(oc * oh * ow))
+    {
+        let p = pad_item(xi, [c, h, w], [1, 1], [top, left], [hp, wp]);
+        run_phases(&p, &phases, bias, yi, [oc, oh, ow]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn naive_conv(x: &[f32], wt: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec<f32> {
+        let [n, c, h, w] = g.input;
+        let [kh, kw] = g.kernel;
+        let [sh, sw] = g.stride;
+        let [t, l, _, _] = g.padding;
+        let [oh, ow] = g.output();
+        let oc = g.out_channels;
+        let mut out = vec![0.0f32; n * oc * oh * ow];
+        for b in 0..n {
+            for o in 0..oc {
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let mut s = bias[o] as f64;
+                        for ci in 0..c {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let iy = (y * sh + i) as isize - t as isize;
+                                    let ix = (xx * sw + j) as isize - l as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    s += (x[((b * c + ci) * h + iy as usize) * w + ix as usize]
+                                        * wt[((o * c + ci) * kh + i) * kw + j])
+                                        as f64;
+                                }
+                            }
+                        }
+                        out[((b * oc + o) * oh + y) * ow + xx] = s as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn naive_transposed(x: &[f32], wt: &[f32], bias: &[f32], g: &TransposedGeometry) -> Vec<f32> {
+        let [n, c, h, w] = g.input;
+        let [kh, kw] = g.kernel;
+        let [sh, sw] = g.stride;
+        let [ph, pw] = g.crop;
+        let [oh, ow] = g.output;
+        let oc = g.out_channels;
+        let mut out = vec![0.0f64; n * oc * oh * ow];
+        for b in 0..n {
+            for o in 0..oc {
+                for v in &mut out[(b * oc + o) * oh * ow..][..oh * ow] {
+                    *v = bias[o] as f64;
+                }
+                for ci in 0..c {
+                    for y in 0..h {
+                        for xx in 0..w {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let oy = (y * sh + i) as isize - ph as isize;
+                                    let ox = (xx * sw + j) as isize - pw as isize;
+                                    if oy < 0 || ox < 0 || oy >= oh as isize || ox >= ow as isize {
+                                        continue;
+                                    }
+                                    out[((b * oc + o) * oh + oy as usize) * ow + ox as usize] += (x
+                                        [((b * c + ci) * h + y) * w + xx]
+                                        * wt[((ci * oc + o) * kh + i) * kw + j])
+                                        as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.into_iter().map(|v| v as f32).collect()
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() < 1e-4, "at {i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn conv_matches_naive() {
+        for (input, oc, kernel, stride, padding) in [
+            ([2, 3, 9, 7], 4, [3, 3], [1, 1], [1, 1, 1, 1]),
+            ([1, 5, 8, 8], 6, [4, 4], [2, 2], [1, 1, 1, 1]),
+            ([1, 5, 9, 11], 3, [4, 4], [2, 2], [1, 1, 1, 1]),
+            ([2, 4, 10, 9], 2, [3, 3], [2, 2], [1, 1, 1, 1]),
+            ([1, 3, 12, 10], 5, [7, 5], [1, 1], [0, 2, 1, 0]),
+            ([1, 6, 6, 6], 7, [1, 1], [1, 1], [0, 0, 0, 0]),
+            ([1, 2, 11, 13], 3, [5, 3], [3, 2], [2, 1, 2, 1]),
+            // One output row: the tasks split the 40 channels.
+            ([1, 8, 3, 5], 40, [3, 3], [1, 1], [0, 0, 0, 0]),
+        ] {
+            let g = ConvGeometry {
+                input,
+                out_channels: oc,
+                kernel,
+                stride,
+                padding,
+            };
+            let [n, c, h, w] = input;
+            let x = lcg(n * c * h * w, 1);
+            let wt = lcg(oc * c * kernel[0] * kernel[1], 2);
+            let b = lcg(oc, 3);
+            close(&conv2d(&x, &wt, Some(&b), &g), &naive_conv(&x, &wt, &b, &g));
+        }
+    }
+
+    #[test]
+    fn weight_grad_matches_naive() {
+        for (input, oc, kernel, stride, padding) in [
+            ([2, 3, 9, 7], 4, [3, 3], [1, 1], [1, 1, 1, 1]),
+            ([1, 5, 8, 8], 6, [4, 4], [2, 2], [1, 1, 1, 1]),
+            ([1, 5, 9, 11], 3, [4, 4], [2, 2], [1, 1, 1, 1]),
+            ([1, 3, 12, 10], 5, [7, 5], [1, 1], [0, 2, 1, 0]),
+            ([1, 2, 11, 13], 3, [5, 3], [3, 2], [2, 1, 2, 1]),
+        ] {
+            let g = ConvGeometry {
+                input,
+                out_channels: oc,
+                kernel,
+                stride,
+                padding,
+            };
+            let [n, c, h, w] = input;
+            let [oh, ow] = g.output();
+            let x = lcg(n * c * h * w, 7);
+            let dy = lcg(n * oc * oh * ow, 8);
+            // d/dW of sum(dy * conv(x, W)) is linear in W's entries: probe each one.
+            let len = oc * c * kernel[0] * kernel[1];
+            let zero = vec![0.0f32; oc];
+            let expected: Vec<f32> = (0..len)
+                .map(|e| {
+                    let mut wt = vec![0.0f32; len];
+                    wt[e] = 1.0;
+                    let y = naive_conv(&x, &wt, &zero, &g);
+                    y.iter().zip(&dy).map(|(a, b)| (a * b) as f64).sum::<f64>() as f32
+                })
+                .collect();
+            close(&conv2d_weight_grad(&x, &dy, &g), &expected);
+        }
+    }
+
+    #[test]
+    fn transposed_matches_naive() {
+        // PyTorch's output size, (in - 1) * stride + kernel + output_padding - 2 * padding,
+        // then outputs cut shorter and extended (the gradient of an asymmetric padding).
+        for (input, oc, kernel, stride, crop, output) in [
+            ([2, 3, 5, 4], 4, [3, 3], [2, 2], [1, 1], [10, 8]),
+            ([1, 5, 4, 6], 3, [4, 4], [2, 2], [1, 1], [8, 12]),
+            ([1, 2, 3, 3], 2, [3, 3], [1, 1], [1, 1], [3, 3]),
+            ([1, 3, 4, 5], 2, [5, 3], [3, 2], [2, 0], [11, 12]),
+            ([1, 2, 3, 4], 3, [1, 1], [2, 2], [0, 0], [6, 8]),
+            ([1, 2, 4, 4], 3, [3, 3], [2, 2], [1, 0], [6, 10]),
+            ([1, 8, 1, 3], 40, [3, 3], [2, 2], [1, 1], [2, 6]),
+        ] {
+            let g = TransposedGeometry {
+                input,
+                out_channels: oc,
+                kernel,
+                stride,
+                crop,
+                output,
+            };
+            let [n, c, h, w] = input;
+            let x = lcg(n * c * h * w, 4);
+            let wt = lcg(c * oc * kernel[0] * kernel[1], 5);
+            let b = lcg(oc, 6);
+            close(
+                &conv_transpose2d(&x, &wt, Some(&b), &g),
+                &naive_transposed(&x, &wt, &b, &g),
+            );
+        }
+    }
+}

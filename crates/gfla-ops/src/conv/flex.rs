@@ -1,0 +1,282 @@
+//! The GEMM convolutions as a Burn backend extension: Flex kernels and a handwritten backward
+//! for `Autodiff<Flex>` that runs the same kernels.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Flex, backend_extension};
+use burn::tensor::{Shape, TensorData};
+
+use super::cpu::{self, ConvGeometry, TransposedGeometry};
+
+/// Convolutions run as a few large matrix products (see [`super`]). Implemented for Flex and
+/// `Autodiff<Flex>`; [`super::conv2d`] and [`super::conv_transpose2d`] call Burn's own
+/// convolutions on other backends.
+#[backend_extension(Flex, Autodiff)]
+pub trait GemmConvBackend: Backend {
+    /// A convolution with dilation 1 and one group; `bias` is `[O]`.
+    fn gemm_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self>;
+
+    /// A transposed convolution with dilation 1 and one group; `bias` is `[O]`.
+    fn gemm_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: TransposedGeometry,
+    ) -> FloatTensor<Self>;
+}
+
+/// Contiguous `f32` values of a Flex tensor (copied only when it is a strided view).
+fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
+    }
+}
+
+fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+fn conv_forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, g: &ConvGeometry) -> FlexTensor {
+    let [n, _, _, _] = g.input;
+    let [oh, ow] = g.output();
+    let y = cpu::conv2d(&values(x), &values(w), Some(&values(b)), g);
+    tensor(y, [n, g.out_channels, oh, ow])
+}
+
+fn transposed_forward(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    b: &FlexTensor,
+    g: &TransposedGeometry,
+) -> FlexTensor {
+    let [n, _, _, _] = g.input;
+    let [oh, ow] = g.output;
+    let y = cpu::conv_transpose2d(&values(x), &values(w), Some(&values(b)), g);
+    tensor(y, [n, g.out_channels, oh, ow])
+}
+
+/// Sum of `dy` (`[B, O, h, w]`) over everything but the channel: the bias gradient.
+fn bias_grad(dy: &[f32], channels: usize, [h, w]: [usize; 2]) -> FlexTensor {
+    let plane = h * w;
+    let mut sums = vec![0.0f64; channels];
+    for (i, chunk) in dy.chunks_exact(plane).enumerate() {
+        sums[i % channels] += chunk.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    tensor(sums.into_iter().map(|v| v as f32).collect(), [channels])
+}
+
+/// Gradients of [`cpu::conv2d`]: `[x, weight, bias]`, each `None` unless wanted.
+fn conv_backward(
+    [x, w, _]: [FlexTensor; 3],
+    dy: FlexTensor,
+    g: &ConvGeometry,
+    want: [bool; 3],
+) -> [Option<FlexTensor>; 3] {
+    let dy = values(&dy);
+    let [n, c, h, wd] = g.input;
+    let oc = g.out_channels;
+    let out = g.output();
+    // The input gradient is the transposed convolution of the output gradient with the same
+    // weight, cropped by the leading padding and cut to the input's size.
+    let dx = want[0].then(|| {
+        let t = TransposedGeometry {
+            input: [n, oc, out[0], out[1]],
+            out_channels: c,
+            kernel: g.kernel,
+            stride: g.stride,
+            crop: [g.padding[0], g.padding[1]],
+            output: [h, wd],
+        };
+        tensor(cpu::conv_transpose2d(&dy, &values(&w), None, &t), g.input)
+    });
+    let dw = want[1].then(|| {
+        let shape = w.layout().shape().clone();
+        tensor(cpu::conv2d_weight_grad(&values(&x), &dy, g), shape)
+    });
+    [dx, dw, want[2].then(|| bias_grad(&dy, oc, out))]
+}
+
+/// Gradients of [`cpu::conv_transpose2d`]: `[x, weight, bias]`, each `None` unless wanted.
+fn transposed_backward(
+    [x, w, _]: [FlexTensor; 3],
+    dy: FlexTensor,
+    g: &TransposedGeometry,
+    want: [bool; 3],
+) -> [Option<FlexTensor>; 3] {
+    let dy = values(&dy);
+    let [n, c, _, _] = g.input;
+    let oc = g.out_channels;
+    let [oh, ow] = g.output;
+    let [ct, cl] = g.crop;
+    // The transposed convolution is the adjoint of this convolution (its padding extended at
+    // the end so that its output is exactly the transposed input).
+    let conv = ConvGeometry {
+        input: [n, oc, oh, ow],
+        out_channels: c,
+        kernel: g.kernel,
+        stride: g.stride,
+        padding: [
+            ct,
+            cl,
+            end_padding(g.input[2], g.stride[0], g.kernel[0], oh, ct),
+            end_padding(g.input[3], g.stride[1], g.kernel[1], ow, cl),
+        ],
+    };
+    debug_assert_eq!(conv.output(), [g.input[2], g.input[3]]);
+    let dx = want[0].then(|| tensor(cpu::conv2d(&dy, &values(&w), None, &conv), g.input));
+    let dw = want[1].then(|| {
+        let shape = w.layout().shape().clone();
+        tensor(cpu::conv2d_weight_grad(&dy, &values(&x), &conv), shape)
+    });
+    [dx, dw, want[2].then(|| bias_grad(&dy, oc, g.output))]
+}
+
+/// The end padding that makes a convolution of an `out`-long axis (leading padding `begin`)
+/// exactly `len` long: `(len - 1) * stride + kernel - out - begin`, at least 0 (extra input
+/// rows past the last window are never read).
+fn end_padding(len: usize, stride: usize, kernel: usize, out: usize, begin: usize) -> usize {
+    ((len - 1) * stride + kernel).saturating_sub(out + begin)
+}
+
+impl GemmConvBackend for Flex {
+    fn gemm_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        geometry: ConvGeometry,
+    ) -> FlexTensor {
+        conv_forward(&x, &weight, &bias, &geometry)
+    }
+
+    fn gemm_conv_transpose2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        geometry: TransposedGeometry,
+    ) -> FlexTensor {
+        transposed_forward(&x, &weight, &bias, &geometry)
+    }
+}
+
+/// The backward step both convolutions share: inputs back from the checkpointer, the wanted
+/// gradients computed by `grads_of`, each registered.
+fn backward_step<S>(
+    ops: Ops<([NodeId; 3], S), 3>,
+    grads: &mut Gradients,
+    checkpointer: &mut Checkpointer,
+    grads_of: impl FnOnce([FlexTensor; 3], FlexTensor, &S, [bool; 3]) -> [Option<FlexTensor>; 3],
+) {
+    let grad = grads.consume::<Flex>(&ops.node);
+    let (ids, geometry) = ops.state;
+    let inputs = ids.map(|id| checkpointer.retrieve_node_output::<FlexTensor>(id));
+    let want = ops.parents.each_ref().map(Option::is_some);
+    let computed = grads_of(inputs, grad, &geometry, want);
+    for (node, g) in ops.parents.into_iter().zip(computed) {
+        if let (Some(node), Some(g)) = (node, g) {
+            grads.register::<Flex>(node.id, g);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 3> for ConvBackward {
+    type State = ([NodeId; 3], ConvGeometry);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
+        backward_step(ops, grads, cp, |inputs, dy, g, want| {
+            conv_backward(inputs, dy, g, want)
+        });
+    }
+}
+
+#[derive(Debug)]
+struct TransposedBackward;
+
+impl Backward<Flex, 3> for TransposedBackward {
+    type State = ([NodeId; 3], TransposedGeometry);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
+        backward_step(ops, grads, cp, |inputs, dy, g, want| {
+            transposed_backward(inputs, dy, g, want)
+        });
+    }
+}
+
+impl<C: CheckpointStrategy> GemmConvBackend for Autodiff<Flex, C> {
+    fn gemm_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        let forward = || {
+            conv_forward(
+                x.primitive(),
+                weight.primitive(),
+                bias.primitive(),
+                &geometry,
+            )
+        };
+        match ConvBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let ids = [
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&weight),
+                    prep.checkpoint(&bias),
+                ];
+                let out = forward();
+                prep.finish((ids, geometry), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward()),
+        }
+    }
+
+    fn gemm_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: TransposedGeometry,
+    ) -> FloatTensor<Self> {
+        let forward = || {
+            transposed_forward(
+                x.primitive(),
+                weight.primitive(),
+                bias.primitive(),
+                &geometry,
+            )
+        };
+        match TransposedBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let ids = [
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&weight),
+                    prep.checkpoint(&bias),
+                ];
+                let out = forward();
+                prep.finish((ids, geometry), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward()),
+        }
+    }
+}
