@@ -212,6 +212,28 @@ mod tests {
     use burn::module::Module;
 
     #[test]
+    fn tracked_lrelu_has_leaky_relus_values_and_gradient() {
+        let device = Device::flex().autodiff();
+        let values = TensorData::new(vec![-2.0f32, -0.5, 0.0, 0.25, 3.0, -7.0], [1, 1, 2, 3]);
+        let x = Tensor::<4>::from_data(values, &device).require_grad();
+        let y = lrelu(x.clone());
+        let weights = Tensor::<4>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [1, 1, 2, 3]),
+            &device,
+        );
+        let grads = (y.clone() * weights).sum().backward();
+        y.into_data().assert_approx_eq::<f32>(
+            &TensorData::new(vec![-0.2f32, -0.05, 0.0, 0.25, 3.0, -0.7], [1, 1, 2, 3]),
+            burn::tensor::Tolerance::absolute(1e-6),
+        );
+        // d/dx = weight * (1 if x > 0 else 0.1), the slope at 0 as in PyTorch's LeakyReLU.
+        x.grad(&grads).unwrap().into_data().assert_approx_eq::<f32>(
+            &TensorData::new(vec![0.1f32, 0.2, 0.3, 4.0, 5.0, 0.6], [1, 1, 2, 3]),
+            burn::tensor::Tolerance::absolute(1e-6),
+        );
+    }
+
+    #[test]
     fn block_shapes_and_parameter_counts_match_the_official_blocks() {
         let device = Device::flex();
         let enc = EncoderBlock::new(3, 64, &device);
