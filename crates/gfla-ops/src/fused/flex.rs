@@ -1,6 +1,7 @@
-//! The fused ops as a Burn backend extension: kernels for the Flex CPU backend and a
-//! handwritten backward for `Autodiff<Flex>`.
+//! The fused ops on the Flex CPU backend: its kernels and a handwritten backward for
+//! `Autodiff<Flex>`.
 
+use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -8,38 +9,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Flex, backend_extension};
 use burn::tensor::{Shape, TensorData};
 
+use super::backend::{FusedAttentionBackend, backward_step};
 use super::cpu::{self, Geometry, Upstream};
-
-/// The fused local-attention operations. Implemented for Flex and `Autodiff<Flex>`; the
-/// `Tensor` functions of [`super`] fall back to the composed ops on other backends.
-#[backend_extension(Flex, Autodiff)]
-pub trait FusedAttentionBackend: Backend {
-    /// See [`super::local_attention_fused`].
-    fn fused_local_attention(
-        source: FloatTensor<Self>,
-        flow: FloatTensor<Self>,
-        weights: FloatTensor<Self>,
-        k: usize,
-    ) -> FloatTensor<Self>;
-
-    /// See [`super::extract_patches`].
-    fn fused_patches(
-        source: FloatTensor<Self>,
-        flow: FloatTensor<Self>,
-        k: usize,
-    ) -> FloatTensor<Self>;
-
-    /// See [`super::sampled_convolution`].
-    fn fused_sampled_conv(
-        source: FloatTensor<Self>,
-        flow: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        k: usize,
-    ) -> FloatTensor<Self>;
-}
 
 /// Contiguous `f32` values of a Flex tensor (copied only when it is a strided view).
 fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
@@ -240,27 +213,6 @@ impl FusedAttentionBackend for Flex {
     }
 }
 
-/// The backward step all fused ops share: their `N` inputs come back from the checkpointer,
-/// `grads_of(inputs, upstream, k, wanted)` computes what the tracked parents need, and each
-/// gradient is registered.
-fn backward_step<const N: usize>(
-    ops: Ops<([NodeId; N], usize), N>,
-    grads: &mut Gradients,
-    checkpointer: &mut Checkpointer,
-    grads_of: impl FnOnce([FlexTensor; N], FlexTensor, usize, [bool; N]) -> [Option<FlexTensor>; N],
-) {
-    let grad = grads.consume::<Flex>(&ops.node);
-    let (ids, k) = ops.state;
-    let inputs = ids.map(|id| checkpointer.retrieve_node_output::<FlexTensor>(id));
-    let want = ops.parents.each_ref().map(Option::is_some);
-    let computed = grads_of(inputs, grad, k, want);
-    for (node, g) in ops.parents.into_iter().zip(computed) {
-        if let (Some(node), Some(g)) = (node, g) {
-            grads.register::<Flex>(node.id, g);
-        }
-    }
-}
-
 #[derive(Debug)]
 struct SampledConvBackward;
 
@@ -268,7 +220,7 @@ impl Backward<Flex, 3> for SampledConvBackward {
     type State = ([NodeId; 3], usize);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
-        backward_step(ops, grads, cp, |[source, flow, weight], grad, k, want| {
+        backward_step::<Flex, _>(ops, grads, cp, |[source, flow, weight], grad, k, want| {
             sampled_conv_backward(&source, &flow, &weight, &grad, k, want)
         });
     }
@@ -281,7 +233,7 @@ impl Backward<Flex, 3> for AttentionBackward {
     type State = ([NodeId; 3], usize);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
-        backward_step(ops, grads, cp, |[source, flow, weights], grad, k, want| {
+        backward_step::<Flex, _>(ops, grads, cp, |[source, flow, weights], grad, k, want| {
             backward(&source, &flow, Some(&weights), &grad, k, want)
         });
     }
@@ -294,7 +246,7 @@ impl Backward<Flex, 2> for PatchesBackward {
     type State = ([NodeId; 2], usize);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, cp: &mut Checkpointer) {
-        backward_step(ops, grads, cp, |[source, flow], grad, k, [ws, wf]| {
+        backward_step::<Flex, _>(ops, grads, cp, |[source, flow], grad, k, [ws, wf]| {
             let [gs, gf, _] = backward(&source, &flow, None, &grad, k, [ws, wf, false]);
             [gs, gf]
         });

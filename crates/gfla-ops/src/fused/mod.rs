@@ -2,10 +2,10 @@
 //! [`crate::extract_blocks`]) without building the `k*k`-times larger block tensor, and with
 //! a handwritten backward.
 //!
-//! On the Flex CPU backend (float32) these run hand-written kernels registered as a Burn backend
-//! extension, with their own `Backward` under autodiff; on every other backend, dtype or build
-//! they run the composed tensor ops, which stay the reference the fused kernels are tested
-//! against.
+//! On the Flex CPU backend and on the CubeCL GPU backends (wgpu, CUDA), in float32, these run
+//! hand-written kernels registered as a Burn backend extension, with their own `Backward` under
+//! autodiff; on every other backend, dtype or build they run the composed tensor ops, which
+//! stay the reference the fused kernels are tested against.
 
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
@@ -14,23 +14,34 @@ use burn::tensor::{DType, Tensor};
 use crate::attention::local_attention;
 use crate::block::extract_blocks;
 
+#[cfg(any(feature = "flex", feature = "cube"))]
+mod backend;
 #[cfg(feature = "flex")]
 mod cpu;
+#[cfg(feature = "cube")]
+mod cube;
 #[cfg(feature = "flex")]
 mod flex;
 
-#[cfg(feature = "flex")]
-pub use flex::FusedAttentionBackend;
+#[cfg(any(feature = "flex", feature = "cube"))]
+pub use backend::FusedAttentionBackend;
 
 /// Whether `t`'s backend and dtype have the fused kernels.
 fn fused_available(t: &Tensor<4>) -> bool {
-    #[cfg(feature = "flex")]
+    #[cfg(any(feature = "flex", feature = "cube"))]
     {
         use burn::backend::DispatchDevice;
         t.dtype() == DType::F32
-            && matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+            && match t.device().inner().as_dispatch() {
+                #[cfg(feature = "flex")]
+                DispatchDevice::Flex(_) => true,
+                #[cfg(feature = "cube")]
+                DispatchDevice::Cube(_) => true,
+                #[allow(unreachable_patterns)]
+                _ => false,
+            }
     }
-    #[cfg(not(feature = "flex"))]
+    #[cfg(not(any(feature = "flex", feature = "cube")))]
     {
         let _ = (t, DType::F32);
         false
@@ -85,7 +96,7 @@ pub fn local_attention_fused(
     if !(fused_available(&source) && fused_available(&flow) && fused_available(&weights)) {
         return local_attention(source, flow, weights, k);
     }
-    #[cfg(feature = "flex")]
+    #[cfg(any(feature = "flex", feature = "cube"))]
     {
         use burn::backend::Dispatch;
         Tensor::from_dispatch(<Dispatch as FusedAttentionBackend>::fused_local_attention(
@@ -95,7 +106,7 @@ pub fn local_attention_fused(
             k,
         ))
     }
-    #[cfg(not(feature = "flex"))]
+    #[cfg(not(any(feature = "flex", feature = "cube")))]
     unreachable!()
 }
 
@@ -110,7 +121,7 @@ pub fn extract_patches(source: Tensor<4>, flow: Tensor<4>, k: usize) -> Tensor<3
     if !(fused_available(&source) && fused_available(&flow)) {
         return extract_patches_composed(source, flow, k);
     }
-    #[cfg(feature = "flex")]
+    #[cfg(any(feature = "flex", feature = "cube"))]
     {
         use burn::backend::Dispatch;
         Tensor::from_dispatch(<Dispatch as FusedAttentionBackend>::fused_patches(
@@ -119,7 +130,7 @@ pub fn extract_patches(source: Tensor<4>, flow: Tensor<4>, k: usize) -> Tensor<3
             k,
         ))
     }
-    #[cfg(not(feature = "flex"))]
+    #[cfg(not(any(feature = "flex", feature = "cube")))]
     unreachable!()
 }
 
@@ -155,7 +166,7 @@ pub fn sampled_convolution(
             .matmul(rows)
             .reshape([b, h * w, o]);
     }
-    #[cfg(feature = "flex")]
+    #[cfg(any(feature = "flex", feature = "cube"))]
     {
         use burn::backend::Dispatch;
         Tensor::from_dispatch(<Dispatch as FusedAttentionBackend>::fused_sampled_conv(
@@ -165,7 +176,7 @@ pub fn sampled_convolution(
             k,
         ))
     }
-    #[cfg(not(feature = "flex"))]
+    #[cfg(not(any(feature = "flex", feature = "cube")))]
     unreachable!()
 }
 
@@ -269,18 +280,16 @@ mod tests {
         ([1, 4, 3, 8], [3, 8], 1),
     ];
 
-    #[test]
-    fn fused_attention_equals_composed_values_and_gradients() {
-        let device = Device::flex().autodiff();
+    fn check_attention(device: &Device, tolerance: f32) {
         for (shape, [h, w], k) in CASES {
             let b = shape[0];
-            let source = random(shape, 1.0, &device).require_grad();
-            let flow = random([b, 2, h, w], 4.0, &device).require_grad();
+            let source = random(shape, 1.0, device).require_grad();
+            let flow = random([b, 2, h, w], 4.0, device).require_grad();
             let weights =
-                burn::tensor::activation::softmax(random([b, k * k, h, w], 2.0, &device), 1)
+                burn::tensor::activation::softmax(random([b, k * k, h, w], 2.0, device), 1)
                     .detach()
                     .require_grad();
-            let probe = random([b, shape[1], h, w], 1.0, &device);
+            let probe = random([b, shape[1], h, w], 1.0, device);
             let run = |fused: bool| {
                 let out = if fused {
                     local_attention_fused(source.clone(), flow.clone(), weights.clone(), k)
@@ -302,22 +311,25 @@ mod tests {
             {
                 assert_eq!(f.dims(), s.dims(), "{name} {shape:?} k={k}");
                 f.into_data()
-                    .assert_approx_eq::<f32>(&s.into_data(), Tolerance::absolute(2e-5));
+                    .assert_approx_eq::<f32>(&s.into_data(), Tolerance::absolute(tolerance));
             }
         }
     }
 
     #[test]
-    fn fused_patches_equal_composed_values_and_gradients() {
-        let device = Device::flex().autodiff();
+    fn fused_attention_equals_composed_values_and_gradients() {
+        check_attention(&Device::flex().autodiff(), 2e-5);
+    }
+
+    fn check_patches(device: &Device) {
         for (shape, [h, w], k) in CASES {
             let b = shape[0];
-            let source = random(shape, 1.0, &device).require_grad();
-            let flow = random([b, 2, h, w], 4.0, &device).require_grad();
+            let source = random(shape, 1.0, device).require_grad();
+            let flow = random([b, 2, h, w], 4.0, device).require_grad();
             let probe = Tensor::<3>::random(
                 [b, h * w, k * k * shape[1]],
                 Distribution::Uniform(-1.0, 1.0),
-                &device,
+                device,
             );
             let run = |fused: bool| {
                 let out = if fused {
@@ -346,8 +358,11 @@ mod tests {
     }
 
     #[test]
-    fn fused_sampled_convolution_equals_composed_values_and_gradients() {
-        let device = Device::flex().autodiff();
+    fn fused_patches_equal_composed_values_and_gradients() {
+        check_patches(&Device::flex().autodiff());
+    }
+
+    fn check_sampled_convolution(device: &Device) {
         // 45 and 70 cells: several tiles of 32 and a partial one.
         for (shape, [h, w], k, o) in [
             ([2usize, 5, 9, 5], [9, 5], 3, 7),
@@ -355,11 +370,11 @@ mod tests {
             ([1, 17, 6, 6], [3, 4], 5, 2),
         ] {
             let b = shape[0];
-            let source = random(shape, 1.0, &device).require_grad();
-            let flow = random([b, 2, h, w], 4.0, &device).require_grad();
-            let weight = random([o, shape[1], k, k], 0.5, &device).require_grad();
+            let source = random(shape, 1.0, device).require_grad();
+            let flow = random([b, 2, h, w], 4.0, device).require_grad();
+            let weight = random([o, shape[1], k, k], 0.5, device).require_grad();
             let probe =
-                Tensor::<3>::random([b, h * w, o], Distribution::Uniform(-1.0, 1.0), &device);
+                Tensor::<3>::random([b, h * w, o], Distribution::Uniform(-1.0, 1.0), device);
             let run = |fused: bool| {
                 let out = if fused {
                     sampled_convolution(source.clone(), flow.clone(), weight.clone(), k)
@@ -391,20 +406,23 @@ mod tests {
     }
 
     #[test]
-    fn extractor_attention_equals_the_official_composition_for_even_k() {
+    fn fused_sampled_convolution_equals_composed_values_and_gradients() {
+        check_sampled_convolution(&Device::flex().autodiff());
+    }
+
+    fn check_extractor_attention_for_even_k(device: &Device) {
         use crate::{attend_blocks, extract_blocks_identity};
         use burn::tensor::activation::{leaky_relu, softmax};
         use burn::tensor::module::conv2d;
-        let device = Device::flex().autodiff();
         for k in [2usize, 4] {
             let (b, c, h, w, o) = (2, 3, 5, 6, 7);
-            let source = random([b, c, h, w], 1.0, &device).require_grad();
-            let target = random([b, c, h, w], 1.0, &device).require_grad();
-            let flow = random([b, 2, h, w], 3.0, &device).require_grad();
+            let source = random([b, c, h, w], 1.0, device).require_grad();
+            let target = random([b, c, h, w], 1.0, device).require_grad();
+            let flow = random([b, 2, h, w], 3.0, device).require_grad();
             let net = KernelPrediction {
-                fuse_weight: random([o, 2 * c, k, k], 0.5, &device).require_grad(),
-                fuse_bias: Some(Tensor::<1>::ones([o], &device) * 0.1),
-                logits_weight: random([k * k, o, 1, 1], 0.5, &device),
+                fuse_weight: random([o, 2 * c, k, k], 0.5, device).require_grad(),
+                fuse_bias: Some(Tensor::<1>::ones([o], device) * 0.1),
+                logits_weight: random([k * k, o, 1, 1], 0.5, device),
                 logits_bias: None,
                 slope: 0.1,
             };
@@ -428,7 +446,7 @@ mod tests {
                 ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
             );
             let slow = attend_blocks(e_s, softmax(a, 1), k);
-            let probe = random([b, c, h, w], 1.0, &device);
+            let probe = random([b, c, h, w], 1.0, device);
             let gf = (fast.clone() * probe.clone()).sum().backward();
             let gs = (slow.clone() * probe).sum().backward();
             fast.inner()
@@ -444,17 +462,67 @@ mod tests {
     }
 
     #[test]
-    fn untracked_inputs_and_plain_devices_take_the_fused_path() {
-        let device = Device::flex();
-        let source = random([1, 3, 4, 4], 1.0, &device);
+    fn extractor_attention_equals_the_official_composition_for_even_k() {
+        check_extractor_attention_for_even_k(&Device::flex().autodiff());
+    }
+
+    /// On a device without autodiff, with flows reaching 12 pixels outside the map.
+    fn check_plain_device(device: &Device) {
+        let source = random([2, 5, 6, 7], 1.0, device);
         assert!(fused_available(&source));
-        let flow = random([1, 2, 4, 4], 1.0, &device);
-        let weights = Tensor::ones([1, 9, 4, 4], &device) / 9.0;
+        let flow = random([2, 2, 6, 7], 12.0, device);
+        let weights = Tensor::ones([2, 9, 6, 7], device) / 9.0;
         local_attention_fused(source.clone(), flow.clone(), weights.clone(), 3)
             .into_data()
             .assert_approx_eq::<f32>(
-                &local_attention(source, flow, weights, 3).into_data(),
+                &local_attention(source.clone(), flow.clone(), weights, 3).into_data(),
                 Tolerance::absolute(1e-6),
             );
+        extract_patches(source.clone(), flow.clone(), 4)
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &extract_patches_composed(source, flow, 4).into_data(),
+                Tolerance::absolute(1e-6),
+            );
+    }
+
+    #[test]
+    fn untracked_inputs_and_plain_devices_take_the_fused_path() {
+        check_plain_device(&Device::flex());
+    }
+
+    /// The same checks on the GPU kernels (lavapipe where there is no GPU).
+    #[cfg(feature = "wgpu")]
+    mod wgpu {
+        use super::*;
+
+        fn device() -> Device {
+            Device::wgpu(Default::default())
+        }
+
+        #[test]
+        fn fused_attention_equals_composed_values_and_gradients() {
+            check_attention(&device().autodiff(), 2e-5);
+        }
+
+        #[test]
+        fn fused_patches_equal_composed_values_and_gradients() {
+            check_patches(&device().autodiff());
+        }
+
+        #[test]
+        fn fused_sampled_convolution_equals_composed_values_and_gradients() {
+            check_sampled_convolution(&device().autodiff());
+        }
+
+        #[test]
+        fn extractor_attention_equals_the_official_composition_for_even_k() {
+            check_extractor_attention_for_even_k(&device().autodiff());
+        }
+
+        #[test]
+        fn untracked_inputs_and_plain_devices_take_the_fused_path() {
+            check_plain_device(&device());
+        }
     }
 }
