@@ -369,7 +369,7 @@ fn backward(
     );
     let weights = weights.map(into_contiguous);
     let source_shape = source.shape();
-    let [b, c, _, _] = source_shape.dims();
+    let [b, _, _, _] = source_shape.dims();
     let [_, _, h, w] = flow.meta.shape().dims();
     let (kk, cells) = (k * k, h * w);
 
@@ -393,41 +393,66 @@ fn backward(
         Shape::new([b, 2, h, w]),
     );
 
-    // One dimension, so that the buffer is dense whatever layout the device prefers.
-    let grad_source = zeros_client(
-        source.client.clone(),
-        source.device.clone(),
-        Shape::new([source_shape.num_elements()]),
-        DType::F32,
-    );
-    if want_source {
-        let native = source
-            .client
-            .properties()
-            .atomic_type_usage(Type::atomic(FloatKind::F32))
-            .contains(AtomicUsage::Add);
-        let launch = if native {
-            source_grad_kernel::launch::<NativeAdd>
-        } else {
-            source_grad_kernel::launch::<CasAdd>
-        };
-        let (count, dim) = grid(&source, b * cells * kk * c);
-        launch(
-            &source.client,
-            count,
-            dim,
-            flow.clone().into_tensor_arg(),
-            weights.map(|t| t.into_tensor_arg()).into(),
-            grad.into_tensor_arg(),
-            grad_source.clone().into_tensor_arg(),
-            geometry(&source, &flow, k),
-        );
-    }
+    let grad_source = if want_source {
+        scatter_source_grad(&source, flow, weights, grad, k, native_float_add(&source))
+    } else {
+        zeros(&source, source_shape.num_elements())
+    };
     (
         CubeBackend::float_reshape(grad_source, source_shape),
         grad_flow,
         grad_weights,
     )
+}
+
+/// A dense one-dimensional buffer of zeros: one dimension, so that no device layout pads it.
+fn zeros(like: &CubeTensor, len: usize) -> CubeTensor {
+    zeros_client(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::new([len]),
+        DType::F32,
+    )
+}
+
+/// Whether the device adds floats atomically (WGSL cannot; SPIR-V and CUDA can).
+fn native_float_add(like: &CubeTensor) -> bool {
+    like.client
+        .properties()
+        .atomic_type_usage(Type::atomic(FloatKind::F32))
+        .contains(AtomicUsage::Add)
+}
+
+/// The source gradient (flattened) of [`backward`], scattered with the float atomic add or, if
+/// not `native`, the compare-and-swap loop.
+fn scatter_source_grad(
+    source: &CubeTensor,
+    flow: CubeTensor,
+    weights: Option<CubeTensor>,
+    grad: CubeTensor,
+    k: usize,
+    native: bool,
+) -> CubeTensor {
+    let grad_source = zeros(source, source.meta.num_elements());
+    let launch = if native {
+        source_grad_kernel::launch::<NativeAdd>
+    } else {
+        source_grad_kernel::launch::<CasAdd>
+    };
+    let [b, c, _, _] = source.meta.shape().dims();
+    let [_, _, h, w] = flow.meta.shape().dims();
+    let (count, dim) = grid(source, b * h * w * k * k * c);
+    launch(
+        &source.client,
+        count,
+        dim,
+        flow.clone().into_tensor_arg(),
+        weights.map(|t| t.into_tensor_arg()).into(),
+        grad.into_tensor_arg(),
+        grad_source.clone().into_tensor_arg(),
+        geometry(source, &flow, k),
+    );
+    grad_source
 }
 
 /// The sampled convolution as the sampled patches times the weight in patch-column order
@@ -631,5 +656,41 @@ impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Cube, C> {
         k: usize,
     ) -> FloatTensor<Self> {
         sampled_conv_by_patches::<Self>(source, flow, weight, k)
+    }
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+    use burn::backend::DispatchDevice;
+    use burn::tensor::{Device, Distribution, Tensor, Tolerance};
+
+    /// The fallback for devices without float atomics scatters the same sums (lavapipe has
+    /// both, so both run here).
+    #[test]
+    fn compare_and_swap_scatter_equals_the_float_atomic() {
+        let device = Device::wgpu(Default::default());
+        let DispatchDevice::Cube(cube) = device.clone().inner().as_dispatch().clone() else {
+            unreachable!("a wgpu device is a cube device")
+        };
+        let random = |shape: [usize; 4], scale: f64| {
+            let t = Tensor::<4>::random(shape, Distribution::Uniform(-scale, scale), &device);
+            CubeBackend::float_from_data(t.into_data(), &cube)
+        };
+        let (b, c, k) = (2, 6, 3);
+        let (source, flow) = (random([b, c, 7, 5], 1.0), random([b, 2, 4, 6], 6.0));
+        let (weights, grad) = (random([b, k * k, 4, 6], 1.0), random([b, c, 4, 6], 1.0));
+        let scatter = |native| {
+            let out = scatter_source_grad(
+                &source,
+                flow.clone(),
+                Some(weights.clone()),
+                grad.clone(),
+                k,
+                native,
+            );
+            burn::tensor::read_sync(CubeBackend::float_into_data(out)).unwrap()
+        };
+        scatter(false).assert_approx_eq::<f32>(&scatter(true), Tolerance::absolute(1e-5));
     }
 }
