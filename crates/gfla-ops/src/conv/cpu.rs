@@ -18,6 +18,9 @@ use rayon::prelude::*;
 /// for the GEMM to reach speed, small enough to give two cores several tasks.
 const TASK_ELEMENTS: usize = 1 << 17;
 
+/// Output channels per block when reordering kernels.
+const CHANNEL_BLOCK: usize = 16;
+
 /// Shape of a convolution over a batch of NCHW images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
@@ -315,9 +318,16 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry)
     let s2d = SpaceToDepth::new(g);
     let [oh, ow] = g.output();
     let mut rhs = vec![0.0f32; s2d.taps_len() * oc];
-    for (row, tap) in s2d.taps() {
-        for o in 0..oc {
-            rhs[row * oc + o] = weight[o * c * kh * kw + tap];
+    let rows = s2d.rows();
+    // Blocks of output channels: the weight rows are read as a few contiguous streams and
+    // each kernel-matrix row is written in contiguous pieces.
+    for o0 in (0..oc).step_by(CHANNEL_BLOCK) {
+        let block = o0..(o0 + CHANNEL_BLOCK).min(oc);
+        for (tap, row) in rows.iter().enumerate() {
+            let dst = &mut rhs[row * oc..][block.clone()];
+            for (d, o) in dst.iter_mut().zip(block.clone()) {
+                *d = weight[o * rows.len() + tap];
+            }
         }
     }
     let phase = [Phase {
@@ -399,9 +409,14 @@ pub fn conv2d_weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
         }
     }
     let mut out = vec![0.0f32; oc * c * kh * kw];
-    for (row, tap) in s2d.taps() {
-        for o in 0..oc {
-            out[o * c * kh * kw + tap] = grad[row * oc + o];
+    let rows = s2d.rows();
+    for o0 in (0..oc).step_by(CHANNEL_BLOCK) {
+        let block = o0..(o0 + CHANNEL_BLOCK).min(oc);
+        for (tap, row) in rows.iter().enumerate() {
+            let src = &grad[row * oc..][block.clone()];
+            for (v, o) in src.iter().zip(block.clone()) {
+                out[o * rows.len() + tap] = *v;
+            }
         }
     }
     out
@@ -452,24 +467,24 @@ impl SpaceToDepth {
         self.kernel[0] * self.kernel[1] * self.channels
     }
 
-    /// `(row, ci * kh * kw + i * kw + j)`: which kernel-matrix row holds tap `(ci, i, j)` of
-    /// the original kernel. Row `(u * kw' + t) * C' + (a * sw + b) * C + ci` is tap
-    /// `(u * sh + a, t * sw + b)`; rows past the kernel stay zero.
-    fn taps(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let [kh2, kw2] = self.kernel;
+    /// For each tap `(ci, i, j)` of the original kernel, at `(ci * kh + i) * kw + j`, the
+    /// kernel-matrix row that holds it: `(u * kw' + t) * C' + (a * sw + b) * C + ci` with
+    /// `i = u * sh + a`, `j = t * sw + b`. Rows that no tap maps to (past the kernel) stay zero.
+    fn rows(&self) -> Vec<usize> {
+        let [_, kw2] = self.kernel;
         let [sh, sw] = self.stride;
         let [kh, kw] = self.original_kernel;
         let c = self.input[0];
-        (0..kh2 * kw2 * sh * sw).flat_map(move |idx| {
-            let (ut, ab) = (idx / (sh * sw), idx % (sh * sw));
-            let (u, t, a, b) = (ut / kw2, ut % kw2, ab / sw, ab % sw);
-            let (i, j) = (u * sh + a, t * sw + b);
-            let base = ut * self.channels + ab * c;
-            (i < kh && j < kw)
-                .then(|| (0..c).map(move |ci| (base + ci, (ci * kh + i) * kw + j)))
-                .into_iter()
-                .flatten()
-        })
+        let mut rows = Vec::with_capacity(c * kh * kw);
+        for ci in 0..c {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let (u, a, t, b) = (i / sh, i % sh, j / sw, j % sw);
+                    rows.push((u * kw2 + t) * self.channels + (a * sw + b) * c + ci);
+                }
+            }
+        }
+        rows
     }
 
     fn pad(&self, x: &[f32]) -> Padded {
