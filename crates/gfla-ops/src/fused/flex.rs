@@ -57,6 +57,10 @@ fn items<'a>(
     })
 }
 
+/// Channels per slab of the forward attention: the channels-last copy it needs is a quarter
+/// of a 128-channel map, so the call's peak stays below twice the feature map.
+const SLAB: usize = 32;
+
 fn attention_forward(
     source: &FlexTensor,
     flow: &FlexTensor,
@@ -66,14 +70,26 @@ fn attention_forward(
     let (b, g) = geometry(source, flow, k);
     let (src, fl, w) = (values(source), values(flow), values(weights));
     let w_len = g.taps() * g.cells();
-    let out_len = g.channels * g.cells();
+    let (src_len, out_len) = (g.channels * g.pixels(), g.channels * g.cells());
     let mut out = vec![0.0f32; b * out_len];
-    for (i, (src_cl, flow_i)) in items(&g, &src, &fl, b).enumerate() {
-        let (weights_i, out_i) = (
-            &w[i * w_len..(i + 1) * w_len],
+    for i in 0..b {
+        let flow_i = &fl[i * 2 * g.cells()..(i + 1) * 2 * g.cells()];
+        let weights_i = &w[i * w_len..(i + 1) * w_len];
+        let (src_i, out_i) = (
+            &src[i * src_len..(i + 1) * src_len],
             &mut out[i * out_len..(i + 1) * out_len],
         );
-        cpu::attend_forward(&g, &src_cl, flow_i, weights_i, out_i);
+        // Channels are independent: a slab's planar source and output are contiguous ranges.
+        for c0 in (0..g.channels).step_by(SLAB) {
+            let slab = Geometry {
+                channels: SLAB.min(g.channels - c0),
+                ..g
+            };
+            let planar = &src_i[c0 * g.pixels()..(c0 + slab.channels) * g.pixels()];
+            let out_slab = &mut out_i[c0 * g.cells()..(c0 + slab.channels) * g.cells()];
+            let src_cl = cpu::to_channels_last(planar, slab.channels);
+            cpu::attend_forward(&slab, &src_cl, flow_i, weights_i, out_slab);
+        }
     }
     tensor(out, [b, g.channels, g.cells_hw[0], g.cells_hw[1]])
 }

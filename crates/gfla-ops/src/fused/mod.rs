@@ -271,13 +271,14 @@ mod tests {
         Tensor::random(shape, Distribution::Uniform(-scale, scale), device)
     }
 
-    /// Shapes with a flow map smaller than the source, odd and even k, batch 2, and flows that
-    /// reach far outside the map (border clamping).
-    const CASES: [([usize; 4], [usize; 2], usize); 4] = [
+    /// Shapes with a flow map smaller than the source, odd and even k, batch 2, flows that
+    /// reach far outside the map (border clamping), and channels over several slabs.
+    const CASES: [([usize; 4], [usize; 2], usize); 5] = [
         ([2, 3, 6, 5], [6, 5], 3),
         ([1, 20, 7, 9], [4, 3], 5),
         ([2, 17, 5, 5], [5, 5], 2),
         ([1, 4, 3, 8], [3, 8], 1),
+        ([2, 70, 4, 5], [4, 5], 3),
     ];
 
     fn check_attention(device: &Device, tolerance: f32) {
