@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use burn::tensor::activation::{leaky_relu, softmax};
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::{conv_transpose2d, conv2d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 use gfla_model::{GeneratorConfig, ModelSpec, flops};
 use gfla_ops::{
@@ -332,6 +332,155 @@ fn main() {
         );
     }
     println!("\n{}", memory.join("\n"));
+    println!(
+        "\nConvolutions of the DeepFashion generator:\n\n{}",
+        conv_table(quick)
+    );
+}
+
+/// DeepFashion generator layers: Burn's convolution against `gfla_ops::conv`, forward and
+/// forward + backward (gradients of input, weight and bias).
+fn conv_table(quick: bool) -> String {
+    struct Layer {
+        name: &'static str,
+        input: [usize; 4],
+        weight: [usize; 4],
+        stride: usize,
+        padding: usize,
+        transposed: bool,
+    }
+    let layer = |name, input, weight, stride, padding, transposed| Layer {
+        name,
+        input,
+        weight,
+        stride,
+        padding,
+        transposed,
+    };
+    let layers = [
+        layer(
+            "3x3, 64 -> 64, 128x128",
+            [1, 64, 128, 128],
+            [64, 64, 3, 3],
+            1,
+            1,
+            false,
+        ),
+        layer(
+            "3x3, 128 -> 128, 64x64",
+            [1, 128, 64, 64],
+            [128, 128, 3, 3],
+            1,
+            1,
+            false,
+        ),
+        layer(
+            "3x3, 256 -> 256, 32x32",
+            [1, 256, 32, 32],
+            [256, 256, 3, 3],
+            1,
+            1,
+            false,
+        ),
+        layer(
+            "4x4 stride 2, 64 -> 128, 128x128",
+            [1, 64, 128, 128],
+            [128, 64, 4, 4],
+            2,
+            1,
+            false,
+        ),
+        layer(
+            "3x3, 64 -> 3, 258x258 (output)",
+            [1, 64, 258, 258],
+            [3, 64, 3, 3],
+            1,
+            0,
+            false,
+        ),
+        layer(
+            "transposed 3x3 stride 2, 64 -> 64, 128x128",
+            [1, 64, 128, 128],
+            [64, 64, 3, 3],
+            2,
+            1,
+            true,
+        ),
+    ];
+    let mut out = vec![
+        "| layer | pass | Burn | gfla-ops | speed-up | GFLOP/s (gfla-ops) |".to_string(),
+        "|---|---|---|---|---|---|".to_string(),
+    ];
+    for l in &layers {
+        for backward in [false, true] {
+            if backward && quick {
+                continue;
+            }
+            let device = if backward {
+                Device::flex().autodiff()
+            } else {
+                Device::flex()
+            };
+            let g = |t: Tensor<4>| if backward { t.require_grad() } else { t };
+            let x = g(random(l.input, 1.0, &device));
+            let w = g(random(l.weight, 0.1, &device));
+            let o = if l.transposed {
+                l.weight[1]
+            } else {
+                l.weight[0]
+            };
+            let b = Tensor::<1>::zeros([o], &device);
+            let b = if backward { b.require_grad() } else { b };
+            let run = |ours: bool| {
+                let (xc, wc, bc) = (x.clone(), w.clone(), Some(b.clone()));
+                let (s, p) = ([l.stride; 2], [l.padding; 2]);
+                let y = if l.transposed {
+                    let options = ConvTransposeOptions::new(s, p, [l.stride - 1; 2], [1, 1], 1);
+                    if ours {
+                        gfla_ops::conv::conv_transpose2d(xc, wc, bc, options)
+                    } else {
+                        conv_transpose2d(xc, wc, bc, options)
+                    }
+                } else {
+                    let options = ConvOptions::new(s, p, [1, 1], 1);
+                    if ours {
+                        gfla_ops::conv::conv2d(xc, wc, bc, options)
+                    } else {
+                        conv2d(xc, wc, bc, options)
+                    }
+                };
+                if backward {
+                    let grads = y.sum().backward();
+                    x.grad(&grads).unwrap().into_data()
+                } else {
+                    y.into_data()
+                }
+            };
+            let (burn, ours) = (median(|| run(false)), median(|| run(true)));
+            let [_, c, h, wd] = l.input;
+            let [kh, kw] = [l.weight[2], l.weight[3]];
+            let pixels = if l.transposed {
+                h * wd
+            } else {
+                ((h + 2 * l.padding - kh) / l.stride + 1)
+                    * ((wd + 2 * l.padding - kw) / l.stride + 1)
+            };
+            let passes = if backward { 3.0 } else { 1.0 };
+            let gflop = passes * 2.0 * (c * o * kh * kw * pixels) as f64 / 1e9;
+            out.push(format!(
+                "| {} | {} | {burn:.4} s | {ours:.4} s | {:.1}x | {:.0} |",
+                l.name,
+                if backward {
+                    "forward + backward"
+                } else {
+                    "forward"
+                },
+                burn / ours,
+                gflop / ours
+            ));
+        }
+    }
+    out.join("\n")
 }
 
 fn rayon_threads() -> usize {

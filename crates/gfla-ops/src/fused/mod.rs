@@ -72,8 +72,9 @@ fn check(source: &Tensor<4>, flow: &Tensor<4>, k: usize, op: &str) {
 /// mixed with `weights` (`[B, k*k, h, w]`, channel `u*k + v`), divided by `k^2` as the
 /// official op. Returns `[B, C, h, w]`.
 ///
-/// Memory: the output and one channels-last copy of the source (two with gradients), never
-/// the `[B, C, k*h, k*w]` blocks. Gradients flow to source, flow and weights.
+/// Memory on the CPU: the output and a channels-last copy of 32 source channels at a time
+/// (under autodiff, the backward adds channels-last copies of the source and of the upstream
+/// gradient), never the `[B, C, k*h, k*w]` blocks. Gradients flow to source, flow and weights.
 ///
 /// # Panics
 /// On the shape errors of [`crate::local_attention`].
