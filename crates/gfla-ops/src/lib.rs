@@ -20,6 +20,10 @@
 //! pixels of its own grid, and warps backwards (the value at `p` is read at `p + flow(p)`).
 //! Bad shapes panic with a message naming them, as Burn's own ops do.
 
+#[cfg(feature = "flex")]
+#[macro_use]
+mod simd;
+
 mod affine;
 mod attention;
 mod block;
