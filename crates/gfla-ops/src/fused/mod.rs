@@ -526,5 +526,35 @@ mod tests {
         fn untracked_inputs_and_plain_devices_take_the_fused_path() {
             check_plain_device(&device());
         }
+
+        /// At the model's sizes (here 64 x 64 cells, k = 5: 102400 samples per channel) the
+        /// composed ops are no reference on wgpu: Burn's `select` backward there drops the
+        /// rows past index 65535. The CPU is, with the same inputs.
+        #[test]
+        fn fused_gradients_equal_the_cpu_ones_at_model_sizes() {
+            let (c, h, k) = (3, 64, 5);
+            let cpu = Device::flex();
+            let inputs = [
+                random([1, c, h, h], 1.0, &cpu),
+                random([1, 2, h, h], 3.0, &cpu),
+                burn::tensor::activation::softmax(random([1, k * k, h, h], 2.0, &cpu), 1),
+                random([1, c, h, h], 1.0, &cpu),
+            ];
+            let run = |device: &Device| {
+                let [source, flow, weights, probe] = inputs
+                    .clone()
+                    .map(|t| Tensor::<4>::from_data(t.into_data(), device));
+                let [source, flow, weights] = [source, flow, weights].map(Tensor::require_grad);
+                let out = local_attention_fused(source.clone(), flow.clone(), weights.clone(), k);
+                let grads = (out * probe).sum().backward();
+                [source, flow, weights].map(|t| t.grad(&grads).unwrap().into_data())
+            };
+            for (gpu, cpu) in run(&device().autodiff())
+                .into_iter()
+                .zip(run(&cpu.autodiff()))
+            {
+                gpu.assert_approx_eq::<f32>(&cpu, Tolerance::absolute(1e-6));
+            }
+        }
     }
 }
