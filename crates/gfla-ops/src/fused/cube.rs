@@ -8,6 +8,10 @@
 //! atomic where the device has it, a compare-and-swap loop on the bits where it does not
 //! (WGSL). Flow and weight gradients are gathers, one thread per cell and tap, summed over the
 //! taps by a reduction, so they are deterministic.
+//!
+//! The sampled convolution is the patch kernel followed by Burn's matmul: unlike the CPU's
+//! tiled version it stores the `k*k`-times larger patches, but once, where the composed ops
+//! store the blocks and then their permuted copy.
 
 use burn::backend::Cube;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -290,6 +294,7 @@ fn geometry(source: &CubeTensor, flow: &CubeTensor, k: usize) -> GeometryLaunch 
     GeometryLaunch::new(b, c, h, w, fw, fh * fw, k)
 }
 
+/// An uninitialised contiguous float32 tensor on `like`'s device.
 fn empty(like: &CubeTensor, shape: impl Into<Shape>) -> CubeTensor {
     empty_device_contiguous_dtype(
         like.client.clone(),
