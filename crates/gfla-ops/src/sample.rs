@@ -59,10 +59,49 @@ impl PixelRows {
         let offsets: Vec<i64> = (0..b as i64).map(|i| i * h * w).collect();
         let offsets = Tensor::<2, Int>::from_data(TensorData::new(offsets, [b, 1]), &xi.device());
         let index = (yi * w + xi + offsets).reshape([b * n]);
-        self.rows
-            .clone()
-            .select(0, index)
-            .reshape([b, n, self.channels])
+        select_rows(self.rows.clone(), index).reshape([b, n, self.channels])
+    }
+}
+
+/// The most index rows one `select` takes on CubeCL devices: there Burn 0.22.1's `select`
+/// backward adds only the first 65,535 rows' gradients (its forward is right), which made the
+/// source gradients of `extract_blocks` wrong at the 64 x 64, k = 5 layer on wgpu.
+const CUBE_SELECT_ROWS: usize = 65_535;
+
+/// `rows.select(0, index)`, in pieces of [`CUBE_SELECT_ROWS`] on CubeCL devices.
+fn select_rows(rows: Tensor<2>, index: Tensor<1, Int>) -> Tensor<2> {
+    if on_cube(&rows) {
+        select_in_pieces(rows, index, CUBE_SELECT_ROWS)
+    } else {
+        rows.select(0, index)
+    }
+}
+
+fn select_in_pieces(rows: Tensor<2>, index: Tensor<1, Int>, piece: usize) -> Tensor<2> {
+    let n = index.dims()[0];
+    if n <= piece {
+        return rows.select(0, index);
+    }
+    let pieces = (0..n)
+        .step_by(piece)
+        .map(|start| {
+            rows.clone()
+                .select(0, index.clone().slice(start..(start + piece).min(n)))
+        })
+        .collect();
+    Tensor::cat(pieces, 0)
+}
+
+fn on_cube(t: &Tensor<2>) -> bool {
+    #[cfg(feature = "cube")]
+    {
+        use burn::backend::DispatchDevice;
+        matches!(t.device().inner().as_dispatch(), DispatchDevice::Cube(_))
+    }
+    #[cfg(not(feature = "cube"))]
+    {
+        let _ = t;
+        false
     }
 }
 
@@ -132,4 +171,67 @@ pub fn bilinear_sample(
     let w_br = (alpha * beta).unsqueeze_dim(2);
     let out = tl * w_tl + tr * w_tr + bl * w_bl + br * w_br;
     out.swap_dims(1, 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, Tolerance};
+
+    /// Values and source gradients of `bilinear_sample` with `n` samples on `device`, from
+    /// inputs that depend on `n` only.
+    #[cfg(feature = "wgpu")]
+    fn sample_with_grads(device: &Device, n: usize) -> (TensorData, TensorData) {
+        let spread = |i: usize| (i as f32 * 0.618_034).fract();
+        let data = |values: Vec<f32>, shape: Vec<usize>| TensorData::new(values, shape);
+        let source = data(
+            (0..768).map(|i| (i as f32).sin()).collect(),
+            vec![1, 3, 16, 16],
+        );
+        let source = Tensor::<4>::from_data(source, device).require_grad();
+        let at = |shift: usize| {
+            let v = (0..n).map(|i| -2.0 + 20.0 * spread(i + shift)).collect();
+            Tensor::<2>::from_data(data(v, vec![1, n]), device)
+        };
+        let probe = data((0..n).map(|i| (i as f32).cos()).collect(), vec![1, 1, n]);
+        let out = bilinear_sample(source.clone(), at(0), at(n), Padding::Border);
+        let grads = (out.clone() * Tensor::<3>::from_data(probe, device))
+            .sum()
+            .backward();
+        (out.into_data(), source.grad(&grads).unwrap().into_data())
+    }
+
+    #[test]
+    fn selecting_in_pieces_gives_the_whole_selections_values_and_gradients() {
+        let device = Device::flex().autodiff();
+        let rows = Tensor::<2>::random([9, 4], Distribution::Uniform(-1.0, 1.0), &device);
+        let index = Tensor::<1, Int>::from_ints([8, 0, 3, 3, 7, 1, 8, 8, 2, 5, 4, 0, 6], &device);
+        let run = |piece: usize| {
+            let rows = rows.clone().detach().require_grad();
+            let picked = select_in_pieces(rows.clone(), index.clone(), piece);
+            let weights = Tensor::<2>::from_data(
+                TensorData::new((0..52).map(|i| i as f32).collect::<Vec<_>>(), [13, 4]),
+                &device,
+            );
+            let grads = (picked.clone() * weights).sum().backward();
+            (picked.into_data(), rows.grad(&grads).unwrap().into_data())
+        };
+        let (whole, pieces) = (run(13), run(5));
+        pieces.0.assert_eq(&whole.0, true);
+        pieces
+            .1
+            .assert_approx_eq::<f32>(&whole.1, Tolerance::absolute(1e-5));
+    }
+
+    /// Burn 0.22.1's `select` backward on wgpu drops index rows past 65,535: with 70,000
+    /// samples the source gradient must still equal the CPU's.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn wgpu_source_gradients_of_many_samples_equal_the_cpus() {
+        let gpu = sample_with_grads(&Device::wgpu(Default::default()).autodiff(), 70_000);
+        let cpu = sample_with_grads(&Device::flex().autodiff(), 70_000);
+        let tol = Tolerance::absolute(1e-3);
+        gpu.0.assert_approx_eq::<f32>(&cpu.0, tol);
+        gpu.1.assert_approx_eq::<f32>(&cpu.1, tol);
+    }
 }
