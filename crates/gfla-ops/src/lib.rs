@@ -26,6 +26,8 @@ mod simd;
 
 mod affine;
 mod attention;
+#[cfg(any(feature = "flex", feature = "cube"))]
+mod autodiff;
 mod block;
 pub mod conv;
 mod flow;

@@ -12,6 +12,7 @@ use burn::backend::{Backend, Flex, backend_extension};
 use burn::tensor::{Shape, TensorData};
 
 use super::cpu::{self, ConvGeometry, TransposedGeometry};
+use crate::autodiff::backward_step;
 
 /// Convolutions run as a few large matrix products (see [`super`]). Implemented for Flex and
 /// `Autodiff<Flex>`; [`super::conv2d`] and [`super::conv_transpose2d`] call Burn's own
@@ -169,26 +170,6 @@ impl GemmConvBackend for Flex {
     }
 }
 
-/// The backward step both convolutions share: inputs back from the checkpointer, the wanted
-/// gradients computed by `grads_of`, each registered.
-fn backward_step<S>(
-    ops: Ops<([NodeId; 3], S), 3>,
-    grads: &mut Gradients,
-    checkpointer: &mut Checkpointer,
-    grads_of: impl FnOnce([FlexTensor; 3], FlexTensor, &S, [bool; 3]) -> [Option<FlexTensor>; 3],
-) {
-    let grad = grads.consume::<Flex>(&ops.node);
-    let (ids, geometry) = ops.state;
-    let inputs = ids.map(|id| checkpointer.retrieve_node_output::<FlexTensor>(id));
-    let want = ops.parents.each_ref().map(Option::is_some);
-    let computed = grads_of(inputs, grad, &geometry, want);
-    for (node, g) in ops.parents.into_iter().zip(computed) {
-        if let (Some(node), Some(g)) = (node, g) {
-            grads.register::<Flex>(node.id, g);
-        }
-    }
-}
-
 #[derive(Debug)]
 struct ConvBackward;
 
@@ -196,8 +177,8 @@ impl Backward<Flex, 3> for ConvBackward {
     type State = ([NodeId; 3], ConvGeometry);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
-        backward_step(ops, grads, cp, |inputs, dy, g, want| {
-            conv_backward(inputs, dy, g, want)
+        backward_step::<Flex, _, _>(ops, grads, cp, |inputs, dy, g, want| {
+            conv_backward(inputs, dy, &g, want)
         });
     }
 }
@@ -209,8 +190,8 @@ impl Backward<Flex, 3> for TransposedBackward {
     type State = ([NodeId; 3], TransposedGeometry);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
-        backward_step(ops, grads, cp, |inputs, dy, g, want| {
-            transposed_backward(inputs, dy, g, want)
+        backward_step::<Flex, _, _>(ops, grads, cp, |inputs, dy, g, want| {
+            transposed_backward(inputs, dy, &g, want)
         });
     }
 }

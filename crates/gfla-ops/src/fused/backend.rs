@@ -1,10 +1,5 @@
-//! The fused ops as a Burn backend extension, and the backward step their autodiff
-//! implementations share.
+//! The fused ops as a Burn backend extension.
 
-use burn::backend::autodiff::NodeId;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::Ops;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, backend_extension};
 
@@ -52,30 +47,4 @@ pub trait FusedAttentionBackend: Backend {
         weight: FloatTensor<Self>,
         k: usize,
     ) -> FloatTensor<Self>;
-}
-
-/// The backward step all fused ops share: their `N` inputs come back from the checkpointer,
-/// `grads_of(inputs, upstream, k, wanted)` computes what the tracked parents need, and each
-/// gradient is registered.
-pub(super) fn backward_step<B: Backend, const N: usize>(
-    ops: Ops<([NodeId; N], usize), N>,
-    grads: &mut Gradients,
-    checkpointer: &mut Checkpointer,
-    grads_of: impl FnOnce(
-        [FloatTensor<B>; N],
-        FloatTensor<B>,
-        usize,
-        [bool; N],
-    ) -> [Option<FloatTensor<B>>; N],
-) {
-    let grad = grads.consume::<B>(&ops.node);
-    let (ids, k) = ops.state;
-    let inputs = ids.map(|id| checkpointer.retrieve_node_output::<FloatTensor<B>>(id));
-    let want = ops.parents.each_ref().map(Option::is_some);
-    let computed = grads_of(inputs, grad, k, want);
-    for (node, g) in ops.parents.into_iter().zip(computed) {
-        if let (Some(node), Some(g)) = (node, g) {
-            grads.register::<B>(node.id, g);
-        }
-    }
 }

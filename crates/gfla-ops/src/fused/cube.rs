@@ -32,7 +32,8 @@ use cubecl::ir::FloatKind;
 use cubecl::prelude::*;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
-use super::backend::{FusedAttentionBackend, backward_step};
+use super::backend::FusedAttentionBackend;
+use crate::autodiff::backward_step;
 
 /// The shape of a fused call. The kernels index contiguous tensors with it.
 #[derive(CubeLaunch, CubeType)]
@@ -573,7 +574,7 @@ impl Backward<Cube, 3> for AttentionBackward {
     type State = ([NodeId; 3], usize);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
-        backward_step::<Cube, _>(ops, grads, cp, |[source, flow, weights], grad, k, want| {
+        backward_step::<Cube, _, _>(ops, grads, cp, |[source, flow, weights], grad, k, want| {
             let (gs, gf, gw) =
                 Cube::fused_local_attention_backward(source, flow, weights, grad, k, want[0]);
             [
@@ -592,7 +593,7 @@ impl Backward<Cube, 2> for PatchesBackward {
     type State = ([NodeId; 2], usize);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, cp: &mut Checkpointer) {
-        backward_step::<Cube, _>(ops, grads, cp, |[source, flow], grad, k, want| {
+        backward_step::<Cube, _, _>(ops, grads, cp, |[source, flow], grad, k, want| {
             let (gs, gf) = Cube::fused_patches_backward(source, flow, grad, k, want[0]);
             [want[0].then_some(gs), want[1].then_some(gf)]
         });

@@ -11,8 +11,9 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::{Shape, TensorData};
 
-use super::backend::{FusedAttentionBackend, backward_step};
+use super::backend::FusedAttentionBackend;
 use super::cpu::{self, Geometry, Upstream};
+use crate::autodiff::backward_step;
 
 /// Contiguous `f32` values of a Flex tensor (copied only when it is a strided view).
 fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
@@ -236,7 +237,7 @@ impl Backward<Flex, 3> for SampledConvBackward {
     type State = ([NodeId; 3], usize);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
-        backward_step::<Flex, _>(ops, grads, cp, |[source, flow, weight], grad, k, want| {
+        backward_step::<Flex, _, _>(ops, grads, cp, |[source, flow, weight], grad, k, want| {
             sampled_conv_backward(&source, &flow, &weight, &grad, k, want)
         });
     }
@@ -249,7 +250,7 @@ impl Backward<Flex, 3> for AttentionBackward {
     type State = ([NodeId; 3], usize);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
-        backward_step::<Flex, _>(ops, grads, cp, |[source, flow, weights], grad, k, want| {
+        backward_step::<Flex, _, _>(ops, grads, cp, |[source, flow, weights], grad, k, want| {
             backward(&source, &flow, Some(&weights), &grad, k, want)
         });
     }
@@ -262,7 +263,7 @@ impl Backward<Flex, 2> for PatchesBackward {
     type State = ([NodeId; 2], usize);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, cp: &mut Checkpointer) {
-        backward_step::<Flex, _>(ops, grads, cp, |[source, flow], grad, k, [ws, wf]| {
+        backward_step::<Flex, _, _>(ops, grads, cp, |[source, flow], grad, k, [ws, wf]| {
             let [gs, gf, _] = backward(&source, &flow, None, &grad, k, [ws, wf, false]);
             [gs, gf]
         });
