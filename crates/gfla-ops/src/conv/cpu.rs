@@ -409,17 +409,21 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry)
     let [oh, ow] = g.output();
     let mut rhs = vec![0.0f32; s2d.taps_len() * oc];
     let rows = s2d.rows();
-    // Blocks of output channels: the weight rows are read as a few contiguous streams and
-    // each kernel-matrix row is written in contiguous pieces.
-    for o0 in (0..oc).step_by(CHANNEL_BLOCK) {
-        let block = o0..(o0 + CHANNEL_BLOCK).min(oc);
-        for (tap, row) in rows.iter().enumerate() {
-            let dst = &mut rhs[row * oc..][block.clone()];
-            for (d, o) in dst.iter_mut().zip(block.clone()) {
-                *d = weight[o * rows.len() + tap];
+    // In parallel blocks of output channels: the weight rows are read as a few contiguous
+    // streams and each kernel-matrix row is written in contiguous pieces.
+    let dst = Disjoint(rhs.as_mut_ptr());
+    (0..oc.div_ceil(CHANNEL_BLOCK))
+        .into_par_iter()
+        .for_each(|b| {
+            let block = b * CHANNEL_BLOCK..((b + 1) * CHANNEL_BLOCK).min(oc);
+            for (tap, row) in rows.iter().enumerate() {
+                for o in block.clone() {
+                    // SAFETY: `row < taps_len`, so `row * oc + o` is inside `rhs`; channel `o`
+                    // belongs to this block only.
+                    unsafe { *dst.ptr().add(row * oc + o) = weight[o * rows.len() + tap] };
+                }
             }
-        }
-    }
+        });
     let phase = [Phase {
         rhs,
         kernel: s2d.kernel,
@@ -500,15 +504,16 @@ pub fn conv2d_weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     }
     let mut out = vec![0.0f32; oc * c * kh * kw];
     let rows = s2d.rows();
-    for o0 in (0..oc).step_by(CHANNEL_BLOCK) {
-        let block = o0..(o0 + CHANNEL_BLOCK).min(oc);
-        for (tap, row) in rows.iter().enumerate() {
-            let src = &grad[row * oc..][block.clone()];
-            for (v, o) in src.iter().zip(block.clone()) {
-                out[o * rows.len() + tap] = *v;
+    out.par_chunks_mut(CHANNEL_BLOCK * rows.len())
+        .enumerate()
+        .for_each(|(b, chunk)| {
+            for (i, weights) in chunk.chunks_exact_mut(rows.len()).enumerate() {
+                let o = b * CHANNEL_BLOCK + i;
+                for (w, row) in weights.iter_mut().zip(&rows) {
+                    *w = grad[row * oc + o];
+                }
             }
-        }
-    }
+        });
     out
 }
 
