@@ -6,7 +6,6 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Initializer, InstanceNorm, InstanceNormConfig, PaddingConfig2d};
-use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
@@ -16,13 +15,7 @@ use crate::flops::{conv_transpose2d, conv2d};
 pub const LEAKY_SLOPE: f64 = 0.1;
 
 pub(crate) fn lrelu(x: Tensor<4>) -> Tensor<4> {
-    if x.is_tracked() {
-        // Burn differentiates LeakyReLU through masked selects, which took a tenth of a
-        // training step on Flex; ReLU has its own backward. The same function:
-        relu(x.clone()) * (1.0 - LEAKY_SLOPE) + x * LEAKY_SLOPE
-    } else {
-        leaky_relu(x, LEAKY_SLOPE)
-    }
+    gfla_ops::leaky_relu(x, LEAKY_SLOPE)
 }
 
 /// The official initialisation for training from scratch: orthogonal weights with gain 0.02
@@ -210,28 +203,6 @@ impl ReflectConv {
 mod tests {
     use super::*;
     use burn::module::Module;
-
-    #[test]
-    fn tracked_lrelu_has_leaky_relus_values_and_gradient() {
-        let device = Device::flex().autodiff();
-        let values = TensorData::new(vec![-2.0f32, -0.5, 0.0, 0.25, 3.0, -7.0], [1, 1, 2, 3]);
-        let x = Tensor::<4>::from_data(values, &device).require_grad();
-        let y = lrelu(x.clone());
-        let weights = Tensor::<4>::from_data(
-            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [1, 1, 2, 3]),
-            &device,
-        );
-        let grads = (y.clone() * weights).sum().backward();
-        y.into_data().assert_approx_eq::<f32>(
-            &TensorData::new(vec![-0.2f32, -0.05, 0.0, 0.25, 3.0, -0.7], [1, 1, 2, 3]),
-            burn::tensor::Tolerance::absolute(1e-6),
-        );
-        // d/dx = weight * (1 if x > 0 else 0.1), the slope at 0 as in PyTorch's LeakyReLU.
-        x.grad(&grads).unwrap().into_data().assert_approx_eq::<f32>(
-            &TensorData::new(vec![0.1f32, 0.2, 0.3, 4.0, 5.0, 0.6], [1, 1, 2, 3]),
-            burn::tensor::Tolerance::absolute(1e-6),
-        );
-    }
 
     #[test]
     fn block_shapes_and_parameter_counts_match_the_official_blocks() {

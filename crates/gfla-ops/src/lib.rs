@@ -24,6 +24,7 @@
 #[macro_use]
 mod simd;
 
+mod activation;
 mod affine;
 mod attention;
 #[cfg(any(feature = "flex", feature = "cube"))]
@@ -36,6 +37,7 @@ mod loss;
 mod sample;
 mod warp;
 
+pub use activation::leaky_relu;
 pub use affine::{affine_regularization, residual_projector};
 pub use attention::{attend_blocks, blend, local_attention, local_attn_reshape};
 pub use block::{extract_blocks, extract_blocks_identity};

@@ -7,7 +7,6 @@
 //! autodiff; on every other backend, dtype or build they run the composed tensor ops, which
 //! stay the reference the fused kernels are tested against.
 
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{DType, Tensor};
 
@@ -231,7 +230,7 @@ pub fn extractor_attention(
     // The target half reads plain neighbourhoods with replicated borders: an ordinary
     // convolution over the edge-padded target (even k: the window reaches k/2 up-left).
     let (before, after) = (k / 2, k - 1 - k / 2);
-    let z_target = conv2d(
+    let z_target = crate::conv::conv2d(
         target.pad((before, after, before, after), PadMode::Edge),
         net.fuse_weight.clone().slice_dim(1, 0..c),
         None,
@@ -249,7 +248,7 @@ pub fn extractor_attention(
     if let Some(bias) = &net.fuse_bias {
         z = z + bias.clone().unsqueeze_dim(0);
     }
-    let z = burn::tensor::activation::leaky_relu(z, net.slope);
+    let z = crate::leaky_relu(z, net.slope);
     let [kk, _, _, _] = net.logits_weight.dims();
     let mut logits = z.matmul(net.logits_weight.clone().reshape([kk, o]).transpose());
     if let Some(bias) = &net.logits_bias {
