@@ -18,6 +18,11 @@ pub(crate) fn lrelu(x: Tensor<4>) -> Tensor<4> {
     gfla_ops::leaky_relu(x, LEAKY_SLOPE)
 }
 
+/// InstanceNorm then LeakyReLU, in one pass on the CPU without autodiff.
+fn pre_activation(norm: &InstanceNorm, x: Tensor<4>) -> Tensor<4> {
+    gfla_ops::instance_norm_leaky_relu(norm, x, LEAKY_SLOPE)
+}
+
 /// The official initialisation for training from scratch: orthogonal weights with gain 0.02
 /// (the weight seen as a `[dim0, rest]` matrix, as PyTorch's `orthogonal_`), zero biases.
 ///
@@ -120,8 +125,8 @@ impl EncoderBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = conv2d(&self.conv1, lrelu(self.norm1.forward(x)));
-        conv2d(&self.conv2, lrelu(self.norm2.forward(x)))
+        let x = conv2d(&self.conv1, pre_activation(&self.norm1, x));
+        conv2d(&self.conv2, pre_activation(&self.norm2, x))
     }
 }
 
@@ -145,8 +150,8 @@ impl ResBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = conv2d(&self.conv1, lrelu(self.norm1.forward(x.clone())));
-        let y = conv2d(&self.conv2, lrelu(self.norm2.forward(y)));
+        let y = conv2d(&self.conv1, pre_activation(&self.norm1, x.clone()));
+        let y = conv2d(&self.conv2, pre_activation(&self.norm2, y));
         y + x
     }
 }
@@ -174,8 +179,8 @@ impl ResBlockDecoder {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = conv2d(&self.conv1, lrelu(self.norm1.forward(x.clone())));
-        let y = conv_transpose2d(&self.up, lrelu(self.norm2.forward(y)));
+        let y = conv2d(&self.conv1, pre_activation(&self.norm1, x.clone()));
+        let y = conv_transpose2d(&self.up, pre_activation(&self.norm2, y));
         y + conv_transpose2d(&self.shortcut, x)
     }
 }

@@ -34,6 +34,7 @@ pub mod conv;
 mod flow;
 pub mod fused;
 mod loss;
+mod norm;
 mod sample;
 mod warp;
 
@@ -49,5 +50,6 @@ pub use fused::{
 pub use loss::{
     best_similarity, content_loss, gram, l1, sampling_correctness, style_loss, style_term,
 };
+pub use norm::instance_norm_leaky_relu;
 pub use sample::{Padding, bilinear_sample};
 pub use warp::{resample_gaussian, warp_bilinear};
