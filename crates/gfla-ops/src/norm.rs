@@ -59,7 +59,7 @@ mod flex {
             let (c, plane) = (shape[1], shape[2] * shape[3]);
             let (x, affine) = (values(&x), values(&affine));
             let slope = slope as f32;
-            let mut out = vec![0.0f32; x.len()];
+            let mut out = crate::simd::zeros(x.len());
             out.par_chunks_mut(plane)
                 .zip(x.par_chunks(plane))
                 .enumerate()

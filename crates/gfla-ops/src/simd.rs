@@ -1,4 +1,5 @@
-//! Run-time selection of AVX2 code for the CPU kernels of `conv` and `fused`.
+//! What the CPU kernels of `conv`, `fused` and `norm` share: run-time selection of AVX2 code and
+//! buffers zeroed by all threads.
 
 /// Compiles `$body` twice, generically and with AVX2 + FMA enabled, and picks at run time.
 /// The body is `#[inline(always)]` so the target features apply to everything inside it.
@@ -22,4 +23,11 @@ macro_rules! multiversion {
             generic($($arg),*)
         }
     };
+}
+
+/// `len` zeros written by all threads: a `memset` of large padded copies and outputs on the
+/// calling thread alone was a visible serial part of a generator's forward.
+pub(crate) fn zeros(len: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    (0..len).into_par_iter().map(|_| 0.0).collect()
 }

@@ -365,7 +365,7 @@ fn pad_item(
     [rows, width]: [usize; 2],
 ) -> Padded {
     let channels = sh * sw * c;
-    let mut data = vec![0.0f32; (rows + 1) * width * channels];
+    let mut data = crate::simd::zeros((rows + 1) * width * channels);
     data.par_chunks_mut(width * channels)
         .take(rows)
         .enumerate()
@@ -432,7 +432,7 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry)
         offset: [0, 0],
         step: [1, 1],
     }];
-    let mut out = vec![0.0f32; n * oc * oh * ow];
+    let mut out = crate::simd::zeros(n * oc * oh * ow);
     for (xi, yi) in x
         .chunks_exact(c * h * w)
         .zip(out.chunks_exact_mut(oc * oh * ow))
@@ -674,7 +674,7 @@ pub fn conv_transpose2d(
             });
         }
     }
-    let mut out = vec![0.0f32; n * oc * oh * ow];
+    let mut out = crate::simd::zeros(n * oc * oh * ow);
     for (xi, yi) in x
         .chunks_exact(c * h * w)
         .zip(out.chunks_exact_mut(oc * oh * ow))
