@@ -27,8 +27,10 @@ mod flex {
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Backend, Dispatch, Flex, backend_extension};
     use burn::nn::InstanceNorm;
-    use burn::tensor::{Tensor, TensorData};
+    use burn::tensor::Tensor;
     use rayon::prelude::*;
+
+    use crate::simd::values;
 
     /// The fused pre-activation; only plain Flex implements it ([`super`] calls it there only).
     #[backend_extension(Flex)]
@@ -39,13 +41,6 @@ mod flex {
             epsilon: f64,
             slope: f64,
         ) -> FloatTensor<Self>;
-    }
-
-    fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        match t.as_slice::<f32>() {
-            Some(s) => std::borrow::Cow::Borrowed(s),
-            None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
-        }
     }
 
     impl NormActivationBackend for Flex {
@@ -67,7 +62,7 @@ mod flex {
                     let gamma_beta = [affine[i % c], affine[c + i % c]];
                     normalize_plane(x, y, gamma_beta, epsilon, slope);
                 });
-            FlexTensor::from_data(TensorData::new(out, shape))
+            crate::simd::tensor(out, shape)
         }
     }
 

@@ -1,5 +1,5 @@
-//! What the CPU kernels of `conv`, `fused` and `norm` share: run-time selection of AVX2 code and
-//! buffers zeroed by all threads.
+//! What the CPU kernels of `conv`, `fused` and `norm` share: run-time selection of AVX2 code,
+//! buffers zeroed by all threads, and Flex tensors as slices and back.
 
 /// Compiles `$body` twice, generically and with AVX2 + FMA enabled, and picks at run time.
 /// The body is `#[inline(always)]` so the target features apply to everything inside it.
@@ -30,4 +30,20 @@ macro_rules! multiversion {
 pub(crate) fn zeros(len: usize) -> Vec<f32> {
     use rayon::prelude::*;
     (0..len).into_par_iter().map(|_| 0.0).collect()
+}
+
+/// Contiguous `f32` values of a Flex tensor (copied only when it is a strided view).
+pub(crate) fn values(t: &burn::backend::flex::FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
+    }
+}
+
+/// A Flex tensor owning `values`.
+pub(crate) fn tensor(
+    values: Vec<f32>,
+    shape: impl Into<burn::tensor::Shape>,
+) -> burn::backend::flex::FlexTensor {
+    burn::backend::flex::FlexTensor::from_data(burn::tensor::TensorData::new(values, shape.into()))
 }

@@ -9,10 +9,10 @@ use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
-use burn::tensor::{Shape, TensorData};
 
 use super::cpu::{self, ConvGeometry, TransposedGeometry};
 use crate::autodiff::backward_step;
+use crate::simd::{tensor, values};
 
 /// Convolutions run as a few large matrix products (see [`super`]). Implemented for Flex and
 /// `Autodiff<Flex>`; [`super::conv2d`] and [`super::conv_transpose2d`] call Burn's own
@@ -34,18 +34,6 @@ pub trait GemmConvBackend: Backend {
         bias: FloatTensor<Self>,
         geometry: TransposedGeometry,
     ) -> FloatTensor<Self>;
-}
-
-/// Contiguous `f32` values of a Flex tensor (copied only when it is a strided view).
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
-    }
-}
-
-fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape.into()))
 }
 
 fn conv_forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, g: &ConvGeometry) -> FlexTensor {

@@ -9,23 +9,11 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::tensor::{Shape, TensorData};
 
 use super::backend::FusedAttentionBackend;
 use super::cpu::{self, Geometry, Upstream};
 use crate::autodiff::backward_step;
-
-/// Contiguous `f32` values of a Flex tensor (copied only when it is a strided view).
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().unwrap().to_vec()),
-    }
-}
-
-fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape.into()))
-}
+use crate::simd::{tensor, values};
 
 fn geometry(source: &FlexTensor, flow: &FlexTensor, k: usize) -> (usize, Geometry) {
     let s = source.layout().shape();
