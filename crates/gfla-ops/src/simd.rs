@@ -29,7 +29,13 @@ macro_rules! multiversion {
 /// calling thread alone was a visible serial part of a generator's forward.
 pub(crate) fn zeros(len: usize) -> Vec<f32> {
     use rayon::prelude::*;
-    (0..len).into_par_iter().map(|_| 0.0).collect()
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()
+        .par_chunks_mut(1 << 16)
+        .for_each(|chunk| chunk.fill(std::mem::MaybeUninit::new(0.0)));
+    // SAFETY: all `len` elements were just written.
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// Contiguous `f32` values of a Flex tensor (copied only when it is a strided view).
