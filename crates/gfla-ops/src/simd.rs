@@ -1,5 +1,6 @@
 //! What the CPU kernels of `conv`, `fused` and `norm` share: run-time selection of AVX2 code,
-//! buffers zeroed by all threads, and Flex tensors as slices and back.
+//! buffers zeroed by all threads, an output that parallel tasks write at disjoint positions,
+//! and Flex tensors as slices and back.
 
 /// Compiles `$body` twice, generically and with AVX2 + FMA enabled, and picks at run time.
 /// The body is `#[inline(always)]` so the target features apply to everything inside it.
@@ -52,4 +53,20 @@ pub(crate) fn tensor(
     shape: impl Into<burn::tensor::Shape>,
 ) -> burn::backend::flex::FlexTensor {
     burn::backend::flex::FlexTensor::from_data(burn::tensor::TensorData::new(values, shape.into()))
+}
+
+/// An output buffer that parallel tasks write through at disjoint positions.
+#[derive(Clone, Copy)]
+pub(crate) struct Disjoint(pub(crate) *mut f32);
+
+// SAFETY: every user gives each task positions no other task writes (its cells, rows, channel
+// blocks or phases), so no position is written twice.
+unsafe impl Send for Disjoint {}
+unsafe impl Sync for Disjoint {}
+
+impl Disjoint {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    pub(crate) fn ptr(self) -> *mut f32 {
+        self.0
+    }
 }

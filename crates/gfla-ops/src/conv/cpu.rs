@@ -14,6 +14,8 @@
 
 use rayon::prelude::*;
 
+use crate::simd::Disjoint;
+
 /// Output elements per parallel task (rows of the product times output channels): big enough
 /// for the GEMM to reach speed, small enough to give two cores several tasks.
 const TASK_ELEMENTS: usize = 1 << 17;
@@ -85,20 +87,6 @@ struct Phase {
     /// Output (y, x) lands at row `offset[0] + step[0] * y`, column `offset[1] + step[1] * x`.
     offset: [usize; 2],
     step: [usize; 2],
-}
-
-/// A pointer parallel tasks write through at positions no other task writes.
-#[derive(Clone, Copy)]
-struct Disjoint(*mut f32);
-
-// SAFETY: tasks write disjoint output positions (distinct phases and row blocks).
-unsafe impl Send for Disjoint {}
-unsafe impl Sync for Disjoint {}
-
-impl Disjoint {
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// A matrix operand: values, row stride, column stride.

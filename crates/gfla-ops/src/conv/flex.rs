@@ -4,14 +4,14 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
 
 use super::cpu::{self, ConvGeometry, TransposedGeometry};
-use crate::autodiff::backward_step;
+use crate::autodiff::{backward_step, record};
 use crate::simd::{tensor, values};
 
 /// Convolutions run as a few large matrix products (see [`super`]). Implemented for Flex and
@@ -191,30 +191,14 @@ impl<C: CheckpointStrategy> GemmConvBackend for Autodiff<Flex, C> {
         bias: FloatTensor<Self>,
         geometry: ConvGeometry,
     ) -> FloatTensor<Self> {
-        let forward = || {
+        record::<C, _, _, _, _>(ConvBackward, [&x, &weight, &bias], geometry, || {
             conv_forward(
                 x.primitive(),
                 weight.primitive(),
                 bias.primitive(),
                 &geometry,
             )
-        };
-        match ConvBackward
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let ids = [
-                    prep.checkpoint(&x),
-                    prep.checkpoint(&weight),
-                    prep.checkpoint(&bias),
-                ];
-                let out = forward();
-                prep.finish((ids, geometry), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward()),
-        }
+        })
     }
 
     fn gemm_conv_transpose2d(
@@ -223,29 +207,13 @@ impl<C: CheckpointStrategy> GemmConvBackend for Autodiff<Flex, C> {
         bias: FloatTensor<Self>,
         geometry: TransposedGeometry,
     ) -> FloatTensor<Self> {
-        let forward = || {
+        record::<C, _, _, _, _>(TransposedBackward, [&x, &weight, &bias], geometry, || {
             transposed_forward(
                 x.primitive(),
                 weight.primitive(),
                 bias.primitive(),
                 &geometry,
             )
-        };
-        match TransposedBackward
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let ids = [
-                    prep.checkpoint(&x),
-                    prep.checkpoint(&weight),
-                    prep.checkpoint(&bias),
-                ];
-                let out = forward();
-                prep.finish((ids, geometry), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward()),
-        }
+        })
     }
 }

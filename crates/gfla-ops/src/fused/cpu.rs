@@ -9,6 +9,8 @@
 
 use rayon::prelude::*;
 
+use crate::simd::Disjoint;
+
 /// Cells per parallel task: big enough to amortise the task, small enough to balance two cores
 /// against a 32 x 32 map.
 const CELLS_PER_TASK: usize = 64;
@@ -133,21 +135,6 @@ pub(crate) fn to_planar(rows: &[f32], channels: usize) -> Vec<f32> {
     out
 }
 
-/// An output buffer that parallel tasks write at disjoint positions.
-#[derive(Clone, Copy)]
-struct Disjoint(*mut f32);
-
-// SAFETY: every task writes only the cells it owns, so no position is written twice.
-unsafe impl Send for Disjoint {}
-unsafe impl Sync for Disjoint {}
-
-impl Disjoint {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 multiversion! {
     /// `out[c, n] = 1/k^2 * sum_j weights[j, n] * sample_j(n)[c]` for cells `cells` of
     /// `out` (`[C, h*w]`, planar).
@@ -174,7 +161,7 @@ multiversion! {
             }
             for (ch, v) in row.iter().enumerate() {
                 // SAFETY: `n` belongs to this task only and `ch * cells + n` is in bounds.
-                unsafe { *out.0.add(ch * g.cells() + n) = *v };
+                unsafe { *out.ptr().add(ch * g.cells() + n) = *v };
             }
         }
     }

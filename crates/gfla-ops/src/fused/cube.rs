@@ -17,7 +17,7 @@ use burn::backend::Cube;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
@@ -33,7 +33,7 @@ use cubecl::prelude::*;
 use cubecl::{CubeDim, calculate_cube_count_elemwise};
 
 use super::backend::FusedAttentionBackend;
-use crate::autodiff::backward_step;
+use crate::autodiff::{backward_step, record};
 
 /// The shape of a fused call. The kernels index contiguous tensors with it.
 #[derive(CubeLaunch, CubeType)]
@@ -615,24 +615,7 @@ impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Cube, C> {
                 k,
             )
         };
-        match AttentionBackward
-            .prepare::<C>([source.node(), flow.node(), weights.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (
-                    [
-                        prep.checkpoint(&source),
-                        prep.checkpoint(&flow),
-                        prep.checkpoint(&weights),
-                    ],
-                    k,
-                );
-                prep.finish(state, forward())
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward()),
-        }
+        record::<C, _, _, _, _>(AttentionBackward, [&source, &flow, &weights], k, forward)
     }
 
     fn fused_patches(
@@ -642,17 +625,7 @@ impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Cube, C> {
     ) -> FloatTensor<Self> {
         let forward =
             || Cube::fused_patches(source.primitive().clone(), flow.primitive().clone(), k);
-        match PatchesBackward
-            .prepare::<C>([source.node(), flow.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = ([prep.checkpoint(&source), prep.checkpoint(&flow)], k);
-                prep.finish(state, forward())
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward()),
-        }
+        record::<C, _, _, _, _>(PatchesBackward, [&source, &flow], k, forward)
     }
 
     fn fused_sampled_conv(

@@ -5,14 +5,14 @@ use burn::backend::Flex;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 
 use super::backend::FusedAttentionBackend;
 use super::cpu::{self, Geometry, Upstream};
-use crate::autodiff::backward_step;
+use crate::autodiff::{backward_step, record};
 use crate::simd::{tensor, values};
 
 fn geometry(source: &FlexTensor, flow: &FlexTensor, k: usize) -> (usize, Geometry) {
@@ -265,31 +265,9 @@ impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Flex, C> {
         weights: FloatTensor<Self>,
         k: usize,
     ) -> FloatTensor<Self> {
-        match AttentionBackward
-            .prepare::<C>([source.node(), flow.node(), weights.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (
-                    [
-                        prep.checkpoint(&source),
-                        prep.checkpoint(&flow),
-                        prep.checkpoint(&weights),
-                    ],
-                    k,
-                );
-                let out =
-                    attention_forward(source.primitive(), flow.primitive(), weights.primitive(), k);
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(attention_forward(
-                source.primitive(),
-                flow.primitive(),
-                weights.primitive(),
-                k,
-            )),
-        }
+        record::<C, _, _, _, _>(AttentionBackward, [&source, &flow, &weights], k, || {
+            attention_forward(source.primitive(), flow.primitive(), weights.primitive(), k)
+        })
     }
 
     fn fused_patches(
@@ -297,20 +275,9 @@ impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Flex, C> {
         flow: FloatTensor<Self>,
         k: usize,
     ) -> FloatTensor<Self> {
-        match PatchesBackward
-            .prepare::<C>([source.node(), flow.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = ([prep.checkpoint(&source), prep.checkpoint(&flow)], k);
-                let out = patches_forward(source.primitive(), flow.primitive(), k);
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(patches_forward(source.primitive(), flow.primitive(), k))
-            }
-        }
+        record::<C, _, _, _, _>(PatchesBackward, [&source, &flow], k, || {
+            patches_forward(source.primitive(), flow.primitive(), k)
+        })
     }
 
     fn fused_sampled_conv(
@@ -319,34 +286,8 @@ impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Flex, C> {
         weight: FloatTensor<Self>,
         k: usize,
     ) -> FloatTensor<Self> {
-        match SampledConvBackward
-            .prepare::<C>([source.node(), flow.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (
-                    [
-                        prep.checkpoint(&source),
-                        prep.checkpoint(&flow),
-                        prep.checkpoint(&weight),
-                    ],
-                    k,
-                );
-                let out = sampled_conv_forward(
-                    source.primitive(),
-                    flow.primitive(),
-                    weight.primitive(),
-                    k,
-                );
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(sampled_conv_forward(
-                source.primitive(),
-                flow.primitive(),
-                weight.primitive(),
-                k,
-            )),
-        }
+        record::<C, _, _, _, _>(SampledConvBackward, [&source, &flow, &weight], k, || {
+            sampled_conv_forward(source.primitive(), flow.primitive(), weight.primitive(), k)
+        })
     }
 }
