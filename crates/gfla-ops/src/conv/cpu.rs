@@ -768,9 +768,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn conv_matches_naive() {
-        for (input, oc, kernel, stride, padding) in [
+    /// Odd and even kernels, strides 1-3, asymmetric padding, batch 2, and one output row
+    /// whose tasks split 40 channels.
+    fn conv_cases() -> Vec<ConvGeometry> {
+        [
             ([2, 3, 9, 7], 4, [3, 3], [1, 1], [1, 1, 1, 1]),
             ([1, 5, 8, 8], 6, [4, 4], [2, 2], [1, 1, 1, 1]),
             ([1, 5, 9, 11], 3, [4, 4], [2, 2], [1, 1, 1, 1]),
@@ -778,19 +779,26 @@ mod tests {
             ([1, 3, 12, 10], 5, [7, 5], [1, 1], [0, 2, 1, 0]),
             ([1, 6, 6, 6], 7, [1, 1], [1, 1], [0, 0, 0, 0]),
             ([1, 2, 11, 13], 3, [5, 3], [3, 2], [2, 1, 2, 1]),
-            // One output row: the tasks split the 40 channels.
             ([1, 8, 3, 5], 40, [3, 3], [1, 1], [0, 0, 0, 0]),
-        ] {
-            let g = ConvGeometry {
+        ]
+        .map(
+            |(input, out_channels, kernel, stride, padding)| ConvGeometry {
                 input,
-                out_channels: oc,
+                out_channels,
                 kernel,
                 stride,
                 padding,
-            };
-            let [n, c, h, w] = input;
+            },
+        )
+        .to_vec()
+    }
+
+    #[test]
+    fn conv_matches_naive() {
+        for g in conv_cases() {
+            let ([n, c, h, w], oc, [kh, kw]) = (g.input, g.out_channels, g.kernel);
             let x = lcg(n * c * h * w, 1);
-            let wt = lcg(oc * c * kernel[0] * kernel[1], 2);
+            let wt = lcg(oc * c * kh * kw, 2);
             let b = lcg(oc, 3);
             close(&conv2d(&x, &wt, Some(&b), &g), &naive_conv(&x, &wt, &b, &g));
         }
@@ -798,26 +806,13 @@ mod tests {
 
     #[test]
     fn weight_grad_matches_naive() {
-        for (input, oc, kernel, stride, padding) in [
-            ([2, 3, 9, 7], 4, [3, 3], [1, 1], [1, 1, 1, 1]),
-            ([1, 5, 8, 8], 6, [4, 4], [2, 2], [1, 1, 1, 1]),
-            ([1, 5, 9, 11], 3, [4, 4], [2, 2], [1, 1, 1, 1]),
-            ([1, 3, 12, 10], 5, [7, 5], [1, 1], [0, 2, 1, 0]),
-            ([1, 2, 11, 13], 3, [5, 3], [3, 2], [2, 1, 2, 1]),
-        ] {
-            let g = ConvGeometry {
-                input,
-                out_channels: oc,
-                kernel,
-                stride,
-                padding,
-            };
-            let [n, c, h, w] = input;
+        for g in conv_cases() {
+            let ([n, c, h, w], oc, [kh, kw]) = (g.input, g.out_channels, g.kernel);
             let [oh, ow] = g.output();
             let x = lcg(n * c * h * w, 7);
             let dy = lcg(n * oc * oh * ow, 8);
             // d/dW of sum(dy * conv(x, W)) is linear in W's entries: probe each one.
-            let len = oc * c * kernel[0] * kernel[1];
+            let len = oc * c * kh * kw;
             let zero = vec![0.0f32; oc];
             let expected: Vec<f32> = (0..len)
                 .map(|e| {
