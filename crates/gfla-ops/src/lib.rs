@@ -31,6 +31,7 @@ mod attention;
 mod autodiff;
 mod block;
 pub mod conv;
+mod device;
 mod flow;
 pub mod fused;
 mod loss;

@@ -11,10 +11,9 @@ use burn::tensor::Tensor;
 pub fn instance_norm_leaky_relu(norm: &InstanceNorm, x: Tensor<4>, slope: f64) -> Tensor<4> {
     #[cfg(feature = "flex")]
     {
-        use burn::backend::DispatchDevice;
-        use burn::tensor::DType;
-        let plain_flex = matches!(x.device().as_dispatch(), DispatchDevice::Flex(_));
-        if plain_flex && x.dtype() == DType::F32 && x.dims()[1] == norm.num_channels {
+        use crate::device::{Kernels, kernels};
+        let plain_flex = kernels(&x) == Kernels::Flex && !x.device().is_autodiff();
+        if plain_flex && x.dtype() == burn::tensor::DType::F32 && x.dims()[1] == norm.num_channels {
             return flex::forward(norm, x, slope);
         }
     }

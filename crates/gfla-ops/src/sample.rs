@@ -7,6 +7,8 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 
+use crate::device::{Kernels, kernels};
+
 /// Border handling of [`bilinear_sample`] for points outside the map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Padding {
@@ -70,7 +72,7 @@ const CUBE_SELECT_ROWS: usize = 65_535;
 
 /// `rows.select(0, index)`, in pieces of [`CUBE_SELECT_ROWS`] on CubeCL devices.
 fn select_rows(rows: Tensor<2>, index: Tensor<1, Int>) -> Tensor<2> {
-    if on_cube(&rows) {
+    if kernels(&rows) == Kernels::Cube {
         select_in_pieces(rows, index, CUBE_SELECT_ROWS)
     } else {
         rows.select(0, index)
@@ -90,19 +92,6 @@ fn select_in_pieces(rows: Tensor<2>, index: Tensor<1, Int>, piece: usize) -> Ten
         })
         .collect();
     Tensor::cat(pieces, 0)
-}
-
-fn on_cube(t: &Tensor<2>) -> bool {
-    #[cfg(feature = "cube")]
-    {
-        use burn::backend::DispatchDevice;
-        matches!(t.device().inner().as_dispatch(), DispatchDevice::Cube(_))
-    }
-    #[cfg(not(feature = "cube"))]
-    {
-        let _ = t;
-        false
-    }
 }
 
 /// Samples `source` (`[B, C, H, W]`) bilinearly at the absolute pixel positions `sx`, `sy`

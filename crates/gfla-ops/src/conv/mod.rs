@@ -12,6 +12,8 @@ use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{DType, Tensor};
 
+use crate::device::{Kernels, kernels};
+
 #[cfg(feature = "flex")]
 mod cpu;
 #[cfg(feature = "flex")]
@@ -24,17 +26,7 @@ pub use flex::GemmConvBackend;
 
 /// Whether the GEMM kernels serve tensors on `t`'s device and dtype.
 fn gemm_available(t: &Tensor<4>) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        use burn::backend::DispatchDevice;
-        t.dtype() == DType::F32
-            && matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_))
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (t, DType::F32);
-        false
-    }
+    t.dtype() == DType::F32 && kernels(t) == Kernels::Flex
 }
 
 /// [`burn::tensor::module::conv2d`]: `x` `[B, C, H, W]`, `weight` `[O, C / groups, kh, kw]`,

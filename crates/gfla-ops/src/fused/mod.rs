@@ -12,6 +12,7 @@ use burn::tensor::{DType, Tensor};
 
 use crate::attention::local_attention;
 use crate::block::extract_blocks;
+use crate::device::{Kernels, kernels};
 
 #[cfg(any(feature = "flex", feature = "cube"))]
 mod backend;
@@ -27,24 +28,7 @@ pub use backend::FusedAttentionBackend;
 
 /// Whether `t`'s backend and dtype have the fused kernels.
 fn fused_available(t: &Tensor<4>) -> bool {
-    #[cfg(any(feature = "flex", feature = "cube"))]
-    {
-        use burn::backend::DispatchDevice;
-        t.dtype() == DType::F32
-            && match t.device().inner().as_dispatch() {
-                #[cfg(feature = "flex")]
-                DispatchDevice::Flex(_) => true,
-                #[cfg(feature = "cube")]
-                DispatchDevice::Cube(_) => true,
-                #[allow(unreachable_patterns)]
-                _ => false,
-            }
-    }
-    #[cfg(not(any(feature = "flex", feature = "cube")))]
-    {
-        let _ = (t, DType::F32);
-        false
-    }
+    t.dtype() == DType::F32 && kernels(t) != Kernels::None
 }
 
 fn check(source: &Tensor<4>, flow: &Tensor<4>, k: usize, op: &str) {
