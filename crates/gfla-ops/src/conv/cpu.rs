@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::simd::Disjoint;
+use crate::simd::{Disjoint, dot};
 
 /// Output elements per parallel task (rows of the product times output channels): big enough
 /// for the GEMM to reach speed, small enough to give two cores several tasks.
@@ -142,22 +142,6 @@ fn product(
 thread_local! {
     /// Each thread's product buffer, kept between tasks and calls.
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// `a . b` with eight partial sums, so that it vectorises (and `mul_add`, which Rust never
-/// forms from `a * b + c` itself).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, ra) = a.as_chunks::<8>();
-    let (cb, rb) = b.as_chunks::<8>();
-    for (x, y) in ca.iter().zip(cb) {
-        for l in 0..8 {
-            acc[l] = x[l].mul_add(y[l], acc[l]);
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Convolutions with at most this many output channels run as dot products instead of

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use crate::simd::Disjoint;
+use crate::simd::{Disjoint, dot};
 
 /// Cells per parallel task: big enough to amortise the task, small enough to balance two cores
 /// against a 32 x 32 map.
@@ -89,21 +89,6 @@ fn axpy(out: &mut [f32], a: f32, x: &[f32]) {
     for (o, x) in out.iter_mut().zip(x) {
         *o += a * x;
     }
-}
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums so the reduction vectorises without reassociation licence.
-    let mut acc = [0.0f32; 8];
-    let (ca, ra) = a.as_chunks::<8>();
-    let (cb, rb) = b.as_chunks::<8>();
-    for (x, y) in ca.iter().zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `[C, N]` -> `[N, C]`.
