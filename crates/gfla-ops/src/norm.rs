@@ -150,13 +150,31 @@ mod tests {
     }
 
     #[test]
-    fn under_autodiff_it_is_the_composition_with_its_gradient() {
+    fn under_autodiff_it_has_the_kernels_values_and_burns_gradient() {
         let device = Device::flex().autodiff();
         let norm = InstanceNormConfig::new(3).with_affine(true).init(&device);
-        let x = Tensor::<4>::random([1, 3, 4, 4], Distribution::Uniform(-1.0, 1.0), &device)
-            .require_grad();
-        let y = instance_norm_leaky_relu(&norm, x.clone(), 0.1);
-        let grads = y.sum().backward();
-        assert!(x.grad(&grads).is_some());
+        let x = Tensor::<4>::random([2, 3, 5, 4], Distribution::Uniform(-1.0, 1.0), &device);
+        let probe = Tensor::<4>::random([2, 3, 5, 4], Distribution::Uniform(-1.0, 1.0), &device);
+        let run = |f: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+            let x = x.clone().require_grad();
+            let y = f(x.clone());
+            let grads = (y.clone() * probe.clone()).sum().backward();
+            (y.into_data(), x.grad(&grads).unwrap().into_data())
+        };
+        let ours = run(&|x| instance_norm_leaky_relu(&norm, x, 0.1));
+        // Burn's own LeakyReLU, differentiated through its masked selects.
+        let burns = run(&|x| burn::tensor::activation::leaky_relu(norm.forward(x), 0.1));
+        let tol = Tolerance::absolute(1e-5);
+        ours.0.assert_approx_eq::<f32>(&burns.0, tol);
+        ours.1.assert_approx_eq::<f32>(&burns.1, tol);
+        // Without autodiff the one-pass kernel gives the same values (the same default
+        // gamma = 1, beta = 0).
+        let plain = InstanceNormConfig::new(3)
+            .with_affine(true)
+            .init(&Device::flex());
+        let x_plain = Tensor::<4>::from_data(x.into_data(), &Device::flex());
+        instance_norm_leaky_relu(&plain, x_plain, 0.1)
+            .into_data()
+            .assert_approx_eq::<f32>(&ours.0, tol);
     }
 }
