@@ -93,7 +93,7 @@ struct Phase {
 type Operand<'a> = (&'a [f32], usize, usize);
 
 /// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)`, single-threaded, any strides.
-fn product(
+pub(super) fn product(
     (dst, dst_rs, dst_cs): (&mut [f32], usize, usize),
     accumulate: bool,
     [m, n, k]: [usize; 3],
@@ -377,6 +377,9 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry)
     let [kh, kw] = g.kernel;
     assert_eq!(x.len(), n * c * h * w, "conv2d: input size");
     assert_eq!(weight.len(), oc * c * kh * kw, "conv2d: weight size");
+    if super::winograd::applies(g) {
+        return super::winograd::conv2d(x, weight, bias, g);
+    }
     let s2d = SpaceToDepth::new(g);
     let [oh, ow] = g.output();
     let mut rhs = vec![0.0f32; s2d.taps_len() * oc];
@@ -578,6 +581,9 @@ pub fn conv_transpose2d(
         c * oc * kh * kw,
         "conv_transpose2d: weight size"
     );
+    if let Some(y) = super::winograd::conv_transpose2d(x, weight, bias, g) {
+        return y;
+    }
     let [oh, ow] = g.output;
     // Output index Y = s * Y' + a takes taps i = i0 + s * t, t < taps, from input row
     // Y' + d - t, where i0 = (a + p) mod s and d = (a + p) div s.
@@ -752,8 +758,8 @@ mod tests {
         }
     }
 
-    /// Odd and even kernels, strides 1-3, asymmetric padding, batch 2, and one output row
-    /// whose tasks split 40 channels.
+    /// Odd and even kernels, strides 1-3, asymmetric padding, batch 2, one output row whose
+    /// tasks split 40 channels (too few input channels for Winograd), and two Winograd cases.
     fn conv_cases() -> Vec<ConvGeometry> {
         [
             ([2, 3, 9, 7], 4, [3, 3], [1, 1], [1, 1, 1, 1]),
@@ -763,7 +769,10 @@ mod tests {
             ([1, 3, 12, 10], 5, [7, 5], [1, 1], [0, 2, 1, 0]),
             ([1, 6, 6, 6], 7, [1, 1], [1, 1], [0, 0, 0, 0]),
             ([1, 2, 11, 13], 3, [5, 3], [3, 2], [2, 1, 2, 1]),
-            ([1, 8, 3, 5], 40, [3, 3], [1, 1], [0, 0, 0, 0]),
+            ([1, 4, 3, 5], 40, [3, 3], [1, 1], [0, 0, 0, 0]),
+            // Winograd's: odd and even outputs, asymmetric padding, batch 2.
+            ([2, 8, 7, 9], 16, [3, 3], [1, 1], [1, 1, 1, 1]),
+            ([1, 9, 6, 5], 17, [3, 3], [1, 1], [0, 2, 1, 0]),
         ]
         .map(
             |(input, out_channels, kernel, stride, padding)| ConvGeometry {
@@ -822,6 +831,9 @@ mod tests {
             ([1, 2, 3, 4], 3, [1, 1], [2, 2], [0, 0], [6, 8]),
             ([1, 2, 4, 4], 3, [3, 3], [2, 2], [1, 0], [6, 10]),
             ([1, 8, 1, 3], 40, [3, 3], [2, 2], [1, 1], [2, 6]),
+            // Winograd's: stride 1, 3 x 3, symmetric and uneven crops.
+            ([2, 8, 5, 6], 16, [3, 3], [1, 1], [1, 1], [5, 6]),
+            ([1, 9, 5, 6], 17, [3, 3], [1, 1], [0, 2], [7, 4]),
         ] {
             let g = TransposedGeometry {
                 input,

@@ -1,0 +1,369 @@
+//! Winograd's minimal filtering F(2x2, 3x3) for the 3x3 stride-1 convolutions (Lavin & Gray,
+//! "Fast Algorithms for Convolutional Neural Networks", 2016).
+//!
+//! Each 2x2 output tile is `A^T [(G g G^T) . (B^T d B)] A` for the 4x4 input patch `d` under
+//! it: the 36 multiply-adds per channel pair and tile of the direct convolution become 16, one
+//! matrix product `[tiles, C] x [C, O]` per position of the 4x4 transformed tile. The
+//! transforms are additions (and halvings for the kernel), so the result differs from the
+//! direct sum only by rounding. Tiles are processed a block of tile rows at a time, so that a
+//! block's transformed input and products stay in cache between the three steps.
+
+use rayon::prelude::*;
+
+use super::cpu::{ConvGeometry, TransposedGeometry, product};
+use crate::simd::Disjoint;
+
+/// Floats of a block's transformed input (`16 * C * tiles`): 1 MiB, a core's L2 here.
+const BLOCK_FLOATS: usize = 1 << 18;
+
+/// Whether [`conv2d`] computes `g`: 3x3 kernels at stride 1, and enough channels that the
+/// products, not the transforms, are the work.
+pub(super) fn applies(g: &ConvGeometry) -> bool {
+    let c = g.input[1];
+    g.kernel == [3, 3] && g.stride == [1, 1] && c >= 8 && g.out_channels >= 16
+}
+
+/// Output channels transformed together, one vector lane each.
+const LANES: usize = 8;
+
+multiversion! {
+    /// `G g G^T` of the kernels `weight[oi][ci]` (`[O, C, 3, 3]`) for input channel `ci` and
+    /// every `oi`, into row `ci` of the 16 matrices `[C, O]` of `u`.
+    fn transform_kernel_row(weight: &[f32], shape: [usize; 2], ci: usize, u: Disjoint) {
+        let [c, o] = shape;
+        for o0 in (0..o).step_by(LANES) {
+            let lanes = LANES.min(o - o0);
+            // The nine taps of LANES output channels, one lane each.
+            let mut g = [[0.0f32; LANES]; 9];
+            for l in 0..lanes {
+                let taps = &weight[((o0 + l) * c + ci) * 9..][..9];
+                for (t, &v) in taps.iter().enumerate() {
+                    g[t][l] = v;
+                }
+            }
+            let half = |a: &[f32; LANES], b: &[f32; LANES], d: &[f32; LANES], sign: f32| {
+                std::array::from_fn::<f32, LANES, _>(|l| 0.5 * (a[l] + sign * b[l] + d[l]))
+            };
+            // G g: rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2, per kernel column.
+            let mut gg = [[[0.0f32; LANES]; 3]; 4];
+            for j in 0..3 {
+                let (a, b, d) = (&g[j], &g[3 + j], &g[6 + j]);
+                gg[0][j] = *a;
+                gg[1][j] = half(a, b, d, 1.0);
+                gg[2][j] = half(a, b, d, -1.0);
+                gg[3][j] = *d;
+            }
+            // (G g) G^T, row by row.
+            for (i, [a, b, d]) in gg.iter().enumerate() {
+                let row = [*a, half(a, b, d, 1.0), half(a, b, d, -1.0), *d];
+                for (j, v) in row.iter().enumerate() {
+                    // SAFETY: row `ci` of matrix `i * 4 + j`, columns `o0..o0 + lanes`: inside
+                    // `u`, and written by this call only.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            u.ptr().add(((i * 4 + j) * c + ci) * o + o0),
+                            lanes,
+                        )
+                    };
+                    dst.copy_from_slice(&v[..lanes]);
+                }
+            }
+        }
+    }
+}
+
+/// `G g G^T` of every 3x3 kernel of `weight` (`[O, C, 3, 3]`), as 16 matrices `[C, O]`. The
+/// kernel is transformed on every call; vectorised over output channels, it is a few percent
+/// of a deep layer's time (scalar, with scattered writes, it was a quarter).
+fn transform_kernel(weight: &[f32], c: usize, o: usize) -> Vec<f32> {
+    let mut u = vec![0.0f32; 16 * c * o];
+    let dst = Disjoint(u.as_mut_ptr());
+    (0..c)
+        .into_par_iter()
+        .for_each(|ci| transform_kernel_row(weight, [c, o], ci, dst));
+    u
+}
+
+/// `a - b`, `a + b` of equal-length slices into `out`, in a form that vectorises.
+#[inline(always)]
+fn combine(out: &mut [f32], a: &[f32], b: &[f32], sign: f32) {
+    for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
+        *o = a + sign * b;
+    }
+}
+
+multiversion! {
+    /// `B^T d B` of the tiles in tile rows `ty0..ty1` of one item `x` (`[C, H, W]`) into `v`
+    /// (`[16][C][tiles]`), with `d`'s pixels outside the image zero. Every step works on whole
+    /// tile rows, slices contiguous in the tile column, so that it vectorises.
+    fn transform_input(
+        x: &[f32],
+        shape: [usize; 3],
+        origin: [usize; 2],
+        block: [usize; 3],
+        v: &mut [f32],
+    ) {
+        let ([c, h, w], [top, left], [ty0, ty1, tw]) = (shape, origin, block);
+        let tiles = (ty1 - ty0) * tw;
+        let n = tw + 1;
+        // One zero-padded input row, then its even and odd columns: the four columns of tile
+        // `tx` are even[tx], odd[tx], even[tx + 1], odd[tx + 1].
+        let mut padded = vec![0.0f32; 2 * n];
+        let mut even = vec![0.0f32; 4 * n];
+        let mut odd = vec![0.0f32; 4 * n];
+        // d B: per patch row i, the 4 column combinations, each `tw` long.
+        let mut e = vec![0.0f32; 16 * tw];
+        let copy = w.min(2 * n - left);
+        for ci in 0..c {
+            let plane = &x[ci * h * w..][..h * w];
+            for ty in ty0..ty1 {
+                for i in 0..4 {
+                    let (ev, od) = (&mut even[i * n..][..n], &mut odd[i * n..][..n]);
+                    match (2 * ty + i).checked_sub(top).filter(|&y| y < h) {
+                        Some(y) => {
+                            padded[left..left + copy].copy_from_slice(&plane[y * w..][..copy]);
+                            for ((pair, ev), od) in padded.chunks_exact(2).zip(ev).zip(od) {
+                                *ev = pair[0];
+                                *od = pair[1];
+                            }
+                        }
+                        None => {
+                            ev.fill(0.0);
+                            od.fill(0.0);
+                        }
+                    }
+                    let (d0, d2) = (&even[i * n..][..tw], &even[i * n + 1..][..tw]);
+                    let (d1, d3) = (&odd[i * n..][..tw], &odd[i * n + 1..][..tw]);
+                    let ei = &mut e[i * 4 * tw..][..4 * tw];
+                    let (e0, rest) = ei.split_at_mut(tw);
+                    let (e1, rest) = rest.split_at_mut(tw);
+                    let (e2, e3) = rest.split_at_mut(tw);
+                    combine(e0, d0, d2, -1.0);
+                    combine(e1, d1, d2, 1.0);
+                    combine(e2, d2, d1, -1.0);
+                    combine(e3, d1, d3, -1.0);
+                }
+                // B^T (d B): the rows combined, into v.
+                let base = (ty - ty0) * tw;
+                let row = |i: usize, j: usize| &e[(i * 4 + j) * tw..][..tw];
+                for j in 0..4 {
+                    for (i, (a, b, sign)) in [(0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0)]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        let dst = &mut v[((i * 4 + j) * c + ci) * tiles + base..][..tw];
+                        combine(dst, row(a, j), row(b, j), sign);
+                    }
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `A^T m A + bias` of the products `m` (`[16][O][tiles]`) of tile rows `ty0..ty1` into
+    /// output rows `2 * ty0..` of one item (`[O, oh, ow]`), dropping the pixels past the edge.
+    fn transform_output(
+        m: &[f32],
+        bias: Option<&[f32]>,
+        shape: [usize; 3],
+        block: [usize; 3],
+        out: Disjoint,
+    ) {
+        let ([o, oh, ow], [ty0, ty1, tw]) = (shape, block);
+        let tiles = (ty1 - ty0) * tw;
+        // m A: per row i, columns 0 and 1, each `tw` long; then one output row's two halves.
+        let mut f = vec![0.0f32; 8 * tw];
+        let mut halves = vec![0.0f32; 2 * tw];
+        let mut row = vec![0.0f32; 2 * tw];
+        for oi in 0..o {
+            let b = bias.map_or(0.0, |b| b[oi]);
+            for ty in ty0..ty1 {
+                let base = (ty - ty0) * tw;
+                let at = |i: usize, j: usize| &m[((i * 4 + j) * o + oi) * tiles + base..][..tw];
+                for i in 0..4 {
+                    let (m0, m1, m2, m3) = (at(i, 0), at(i, 1), at(i, 2), at(i, 3));
+                    let (f0, f1) = f[i * 2 * tw..][..2 * tw].split_at_mut(tw);
+                    for k in 0..tw {
+                        f0[k] = m0[k] + m1[k] + m2[k];
+                        f1[k] = m1[k] - m2[k] - m3[k];
+                    }
+                }
+                let fj = |i: usize, j: usize| &f[(i * 2 + j) * tw..][..tw];
+                for a in 0..2 {
+                    let y = 2 * ty + a;
+                    if y >= oh {
+                        break;
+                    }
+                    for j in 0..2 {
+                        let (p, q, r) = (fj(0, j), fj(1, j), fj(2, j));
+                        let s = fj(3, j);
+                        let half = &mut halves[j * tw..][..tw];
+                        for k in 0..tw {
+                            half[k] = if a == 0 { p[k] + q[k] + r[k] } else { q[k] - r[k] - s[k] } + b;
+                        }
+                    }
+                    let (h0, h1) = halves.split_at(tw);
+                    for ((pair, a), b) in row.chunks_exact_mut(2).zip(h0).zip(h1) {
+                        pair[0] = *a;
+                        pair[1] = *b;
+                    }
+                    // SAFETY: row `y` of channel `oi` lies in this task's tile rows only.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(out.ptr().add((oi * oh + y) * ow), ow)
+                    };
+                    dst.copy_from_slice(&row[..ow]);
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's transformed input and products of a block, kept between tasks and calls.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn grow(buffer: &mut Vec<f32>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+}
+
+/// `y = conv(x, weight) + bias` for a geometry [`applies`] accepts, as
+/// [`super::cpu::conv2d`]. Returns `[B, O, oh, ow]`.
+pub(super) fn conv2d(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    debug_assert!(applies(g));
+    let [n, c, h, w] = g.input;
+    let o = g.out_channels;
+    let [top, left, _, _] = g.padding;
+    let [oh, ow] = g.output();
+    let u = transform_kernel(weight, c, o);
+    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
+    // Tile rows per task: a block's transformed input near BLOCK_FLOATS, and two tasks per
+    // thread where the image has the rows.
+    let by_size = (BLOCK_FLOATS / (16 * c * tw)).max(1);
+    let rows = by_size.min(th.div_ceil(2 * rayon::current_num_threads()));
+    let mut out = crate::simd::zeros(n * o * oh * ow);
+    for (xi, yi) in x
+        .chunks_exact(c * h * w)
+        .zip(out.chunks_exact_mut(o * oh * ow))
+    {
+        let dst = Disjoint(yi.as_mut_ptr());
+        (0..th.div_ceil(rows)).into_par_iter().for_each(|r| {
+            let (ty0, ty1) = (r * rows, ((r + 1) * rows).min(th));
+            let tiles = (ty1 - ty0) * tw;
+            SCRATCH.with_borrow_mut(|(v, m)| {
+                // Both are overwritten whole: only grown, never cleared.
+                grow(v, 16 * c * tiles);
+                grow(m, 16 * o * tiles);
+                let (v, m) = (&mut v[..16 * c * tiles], &mut m[..16 * o * tiles]);
+                transform_input(xi, [c, h, w], [top, left], [ty0, ty1, tw], v);
+                for (k, (m, v)) in m
+                    .chunks_exact_mut(o * tiles)
+                    .zip(v.chunks_exact(c * tiles))
+                    .enumerate()
+                {
+                    // m[k] (tiles x O, column-major) = v[k] (tiles x C, column-major) u[k].
+                    product(
+                        (m, 1, tiles),
+                        false,
+                        [tiles, o, c],
+                        (v, 1, tiles),
+                        (&u[k * c * o..][..c * o], o, 1),
+                    );
+                }
+                transform_output(m, bias, [o, oh, ow], [ty0, ty1, tw], dst);
+            });
+        });
+    }
+    out
+}
+
+/// A stride-1 3x3 transposed convolution (the input gradient of a 3x3 layer) as the
+/// convolution with the kernel flipped and its channel axes swapped, padded by `2 - crop`
+/// before and what makes the output size after; `None` where that is no [`conv2d`] this
+/// module computes.
+pub(super) fn conv_transpose2d(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &TransposedGeometry,
+) -> Option<Vec<f32>> {
+    let [_, c, h, w] = g.input;
+    let o = g.out_channels;
+    let [oh, ow] = g.output;
+    if g.kernel != [3, 3] || g.stride != [1, 1] || g.crop.iter().any(|&p| p > 2) {
+        return None;
+    }
+    let (top, left) = (2 - g.crop[0], 2 - g.crop[1]);
+    let conv = ConvGeometry {
+        input: g.input,
+        out_channels: o,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [
+            top,
+            left,
+            (oh + 2).checked_sub(h + top)?,
+            (ow + 2).checked_sub(w + left)?,
+        ],
+    };
+    if !applies(&conv) {
+        return None;
+    }
+    // [C, O, 3, 3] to [O, C, 3, 3], each kernel rotated by half a turn.
+    let mut flipped = vec![0.0f32; o * c * 9];
+    flipped
+        .par_chunks_mut(c * 9)
+        .enumerate()
+        .for_each(|(oi, dst)| {
+            for ci in 0..c {
+                for t in 0..9 {
+                    dst[ci * 9 + t] = weight[(ci * o + oi) * 9 + 8 - t];
+                }
+            }
+        });
+    Some(conv2d(x, &flipped, bias, &conv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_to_wide_3x3_stride_1_only() {
+        let g = |input, out_channels, kernel, stride| ConvGeometry {
+            input,
+            out_channels,
+            kernel,
+            stride,
+            padding: [1; 4],
+        };
+        assert!(applies(&g([1, 64, 8, 8], 64, [3, 3], [1, 1])));
+        assert!(!applies(&g([1, 64, 8, 8], 64, [3, 3], [2, 2])));
+        assert!(!applies(&g([1, 64, 8, 8], 64, [4, 4], [1, 1])));
+        assert!(!applies(&g([1, 64, 8, 8], 3, [3, 3], [1, 1])));
+        assert!(!applies(&g([1, 3, 8, 8], 64, [3, 3], [1, 1])));
+    }
+
+    #[test]
+    fn kernel_transform_of_a_single_tap() {
+        // g = e_(1,1) (the centre tap): G g G^T = G[:,1] G[:,1]^T with G[:,1] = (0, .5, -.5, 0).
+        let mut g = [0.0f32; 9];
+        g[4] = 1.0;
+        let u = transform_kernel(&g, 1, 1);
+        let col = [0.0, 0.5, -0.5, 0.0];
+        for i in 0..4 {
+            for j in 0..4 {
+                assert_eq!(u[i * 4 + j], col[i] * col[j], "at ({i}, {j})");
+            }
+        }
+    }
+}
