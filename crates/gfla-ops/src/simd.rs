@@ -73,7 +73,8 @@ impl Disjoint {
 
 /// `a . b` with eight partial sums, so that it vectorises without reassociation licence, and
 /// `mul_add`, which Rust never forms from `a * b + c` itself (an FMA in the AVX2 copies that
-/// `multiversion!` compiles).
+/// `multiversion!` compiles). Call it from the body itself, not from a closure there: a closure
+/// is compiled without the body's target features, and its `mul_add` becomes a call to `fmaf`.
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
