@@ -3,7 +3,8 @@
 //! and Flex tensors as slices and back.
 
 /// Compiles `$body` twice, generically and with AVX2 + FMA enabled, and picks at run time.
-/// The body is `#[inline(always)]` so the target features apply to everything inside it.
+/// The body is `#[inline(always)]` so the target features apply to everything inlined into it;
+/// closures in it are functions of their own, compiled without them.
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
