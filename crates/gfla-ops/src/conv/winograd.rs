@@ -41,21 +41,27 @@ multiversion! {
                     g[t][l] = v;
                 }
             }
-            let half = |a: &[f32; LANES], b: &[f32; LANES], d: &[f32; LANES], sign: f32| {
-                std::array::from_fn::<f32, LANES, _>(|l| 0.5 * (a[l] + sign * b[l] + d[l]))
-            };
             // G g: rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2, per kernel column.
+            // Plain loops over the lanes: a closure here would be compiled without AVX2.
             let mut gg = [[[0.0f32; LANES]; 3]; 4];
             for j in 0..3 {
-                let (a, b, d) = (&g[j], &g[3 + j], &g[6 + j]);
-                gg[0][j] = *a;
-                gg[1][j] = half(a, b, d, 1.0);
-                gg[2][j] = half(a, b, d, -1.0);
-                gg[3][j] = *d;
+                for l in 0..LANES {
+                    let (a, b, d) = (g[j][l], g[3 + j][l], g[6 + j][l]);
+                    gg[0][j][l] = a;
+                    gg[1][j][l] = 0.5 * (a + b + d);
+                    gg[2][j][l] = 0.5 * (a - b + d);
+                    gg[3][j][l] = d;
+                }
             }
             // (G g) G^T, row by row.
             for (i, [a, b, d]) in gg.iter().enumerate() {
-                let row = [*a, half(a, b, d, 1.0), half(a, b, d, -1.0), *d];
+                let mut row = [[0.0f32; LANES]; 4];
+                for l in 0..LANES {
+                    row[0][l] = a[l];
+                    row[1][l] = 0.5 * (a[l] + b[l] + d[l]);
+                    row[2][l] = 0.5 * (a[l] - b[l] + d[l]);
+                    row[3][l] = d[l];
+                }
                 for (j, v) in row.iter().enumerate() {
                     // SAFETY: row `ci` of matrix `i * 4 + j`, columns `o0..o0 + lanes`: inside
                     // `u`, and written by this call only.
@@ -250,12 +256,13 @@ pub(super) fn conv2d(
     // thread where the image has the rows.
     let by_size = (BLOCK_FLOATS / (16 * c * tw)).max(1);
     let rows = by_size.min(th.div_ceil(2 * rayon::current_num_threads()));
-    let mut out = crate::simd::zeros(n * o * oh * ow);
-    for (xi, yi) in x
-        .chunks_exact(c * h * w)
-        .zip(out.chunks_exact_mut(o * oh * ow))
-    {
-        let dst = Disjoint(yi.as_mut_ptr());
+    // Every output pixel is written below (the tile rows cover all `oh` rows, each row all
+    // `ow` columns), so the output is not zeroed first.
+    let len = n * o * oh * ow;
+    let mut out = Vec::<f32>::with_capacity(len);
+    for (item, xi) in x.chunks_exact(c * h * w).enumerate() {
+        // SAFETY: item `item`'s `o * oh * ow` values lie inside the allocation of `len`.
+        let dst = Disjoint(unsafe { out.as_mut_ptr().add(item * o * oh * ow) });
         (0..th.div_ceil(rows)).into_par_iter().for_each(|r| {
             let (ty0, ty1) = (r * rows, ((r + 1) * rows).min(th));
             let tiles = (ty1 - ty0) * tw;
@@ -283,6 +290,8 @@ pub(super) fn conv2d(
             });
         });
     }
+    // SAFETY: all `len` values were written above.
+    unsafe { out.set_len(len) };
     out
 }
 
