@@ -816,7 +816,7 @@ mod tests {
     }
 
     /// Odd and even kernels, strides 1-3, asymmetric padding, batch 2, one output row whose
-    /// tasks split 40 channels (too few input channels for Winograd), and two Winograd cases.
+    /// tasks split 40 channels (too few input channels for Winograd), and Winograd's cases.
     fn conv_cases() -> Vec<ConvGeometry> {
         [
             ([2, 3, 9, 7], 4, [3, 3], [1, 1], [1, 1, 1, 1]),
@@ -827,9 +827,12 @@ mod tests {
             ([1, 6, 6, 6], 7, [1, 1], [1, 1], [0, 0, 0, 0]),
             ([1, 2, 11, 13], 3, [5, 3], [3, 2], [2, 1, 2, 1]),
             ([1, 4, 3, 5], 40, [3, 3], [1, 1], [0, 0, 0, 0]),
-            // Winograd's: odd and even outputs, asymmetric padding, batch 2.
+            // Winograd's: odd and even outputs, asymmetric padding, batch 2, 3x3 stride 1
+            // and 4x4 stride 2.
             ([2, 8, 7, 9], 16, [3, 3], [1, 1], [1, 1, 1, 1]),
             ([1, 9, 6, 5], 17, [3, 3], [1, 1], [0, 2, 1, 0]),
+            ([2, 3, 10, 9], 16, [4, 4], [2, 2], [1, 1, 1, 1]),
+            ([1, 4, 9, 11], 20, [4, 4], [2, 2], [0, 2, 1, 0]),
         ]
         .map(
             |(input, out_channels, kernel, stride, padding)| ConvGeometry {

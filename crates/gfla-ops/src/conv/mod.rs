@@ -182,8 +182,9 @@ mod tests {
             ([1, 4, 9, 11], [3, 4, 4, 4], [2, 2], [(1, 1), (1, 1)]),
             ([1, 3, 10, 9], [5, 3, 7, 5], [1, 1], [(0, 1), (2, 0)]),
             ([2, 2, 11, 13], [3, 2, 5, 3], [3, 2], [(2, 2), (1, 1)]),
-            // Winograd's, forward and (as a transposed convolution) input gradient.
+            // Winograd's, forward (3x3 and 4x4 stride 2) and, for 3x3, the input gradient.
             ([2, 8, 7, 6], [16, 8, 3, 3], [1, 1], [(1, 1), (1, 1)]),
+            ([1, 4, 10, 9], [16, 4, 4, 4], [2, 2], [(1, 1), (1, 1)]),
         ] {
             let options = ConvOptions::new_with_padding(stride, padding, [1, 1], 1);
             compare(

@@ -16,28 +16,67 @@ use crate::simd::Disjoint;
 /// Floats of a block's transformed input (`16 * C * tiles`): 1 MiB, a core's L2 here.
 const BLOCK_FLOATS: usize = 1 << 18;
 
-/// Whether [`conv2d`] computes `g`: 3x3 kernels at stride 1, enough channels that the
-/// products, not the input and output transforms, are the work, and enough tiles (over the
-/// batch) to repay the kernel transform, which writes 16/9 of the weight's size on every
-/// call. Measured here: 256 channels at 16 x 16 (64 tiles) took 2.4 against 2.9 ms, at 8 x 8
-/// (16 tiles) 2.0 against 1.3 ms. Unit tests take every size, to test the algorithm on small
-/// maps.
-pub(super) fn applies(g: &ConvGeometry) -> bool {
-    let [n, c, h, w] = g.input;
-    let [top, left, bottom, right] = g.padding;
-    // (A kernel larger than the padded input is left to the GEMM path's error.)
-    if g.kernel != [3, 3]
-        || g.stride != [1, 1]
-        || c < 8
-        || g.out_channels < 16
-        || h + top + bottom < 3
-        || w + left + right < 3
-    {
-        return false;
+/// The minimal filtering algorithm for a geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Algorithm {
+    /// F(2x2, 3x3) for 3x3 kernels at stride 1: 16 products per 2x2 tile instead of 36.
+    Conv3x3,
+    /// F(2x2, 2x2) for 4x4 kernels at stride 2, which are 2x2 stride-1 kernels over
+    /// space-to-depth pixels of `4 C` channels: 9 products per tile instead of 16.
+    Conv4x4Stride2,
+}
+
+impl Algorithm {
+    /// The algorithm for `g`, where there is one and it pays: enough channels that the
+    /// products, not the input and output transforms, are the work, and enough tiles (over
+    /// the batch) to repay the kernel transform, 16/9 (3x3) or 9/4 (4x4 stride 2, whose
+    /// transform is also scalar) times the weight's size, on every call. Measured
+    /// here: 3x3 layers win from about 64 tiles (256 channels at 16 x 16: 2.4 against
+    /// 2.9 ms) and lose at 16; 4x4 stride-2 ones win from about 256 (64 -> 128 at 128 x 128:
+    /// 5.0 against 7.5 ms) and lose at 64. Unit tests take every size, to test the
+    /// algorithms on small maps.
+    fn of(g: &ConvGeometry) -> Option<Self> {
+        let [n, c, h, w] = g.input;
+        let o = g.out_channels;
+        let [top, left, bottom, right] = g.padding;
+        let [kh, kw] = g.kernel;
+        // A kernel larger than the padded input is left to the GEMM path's error.
+        if h + top + bottom < kh || w + left + right < kw {
+            return None;
+        }
+        let [oh, ow] = g.output();
+        let tiles = n * oh.div_ceil(2) * ow.div_ceil(2);
+        let least = |tiles: usize| if cfg!(test) { 0 } else { tiles };
+        match (g.kernel, g.stride) {
+            ([3, 3], [1, 1]) if c >= 8 && o >= 16 && tiles >= least(64) => Some(Self::Conv3x3),
+            ([4, 4], [2, 2]) if 4 * c >= 8 && o >= 16 && tiles >= least(256) => {
+                Some(Self::Conv4x4Stride2)
+            }
+            _ => None,
+        }
     }
-    let [oh, ow] = g.output();
-    let least = if cfg!(test) { 0 } else { 64 };
-    n * oh.div_ceil(2) * ow.div_ceil(2) >= least
+
+    /// Points of the transformed tile per axis (its side).
+    fn points(self) -> usize {
+        match self {
+            Self::Conv3x3 => 4,
+            Self::Conv4x4Stride2 => 3,
+        }
+    }
+
+    /// Channels of the products: the input's, or its space-to-depth ones.
+    fn channels(self, c: usize) -> usize {
+        match self {
+            Self::Conv3x3 => c,
+            Self::Conv4x4Stride2 => 4 * c,
+        }
+    }
+}
+
+/// Whether [`conv2d`] computes `g`: 3x3 kernels at stride 1 and 4x4 kernels at stride 2, with
+/// enough channels and tiles ([`Algorithm::of`]).
+pub(super) fn applies(g: &ConvGeometry) -> bool {
+    Algorithm::of(g).is_some()
 }
 
 /// Output channels transformed together, one vector lane each.
@@ -183,33 +222,146 @@ multiversion! {
     }
 }
 
+/// `G k G^T` (`G = [1 0; 1 1; 0 1]`) of the 2x2 space-to-depth kernels of `weight`
+/// (`[O, C, 4, 4]`), as 9 matrices `[4 C, O]`: channel `(a * 2 + b) * C + ci` of tap `(u, v)`
+/// is `weight[o][ci][2 u + a][2 v + b]`.
+fn transform_kernel_s2d(weight: &[f32], c: usize, o: usize) -> Vec<f32> {
+    let k = 4 * c;
+    let mut u = vec![0.0f32; 9 * k * o];
+    let dst = Disjoint(u.as_mut_ptr());
+    (0..k).into_par_iter().for_each(|vc| {
+        let (ab, ci) = (vc / c, vc % c);
+        let (a, b) = (ab / 2, ab % 2);
+        for oi in 0..o {
+            let w = &weight[(oi * c + ci) * 16..][..16];
+            let tap = |u: usize, v: usize| w[(2 * u + a) * 4 + 2 * v + b];
+            // G k: rows k0, k0 + k1, k1; then each row (p, q) becomes (p, p + q, q).
+            let rows = [
+                [tap(0, 0), tap(0, 1)],
+                [tap(0, 0) + tap(1, 0), tap(0, 1) + tap(1, 1)],
+                [tap(1, 0), tap(1, 1)],
+            ];
+            for (i, [p, q]) in rows.into_iter().enumerate() {
+                for (j, val) in [p, p + q, q].into_iter().enumerate() {
+                    // SAFETY: row `vc` of matrix `i * 3 + j`: inside `u`, this task's only.
+                    unsafe { *dst.ptr().add(((i * 3 + j) * k + vc) * o + oi) = val };
+                }
+            }
+        }
+    });
+    u
+}
+
 multiversion! {
-    /// `A^T m A + bias` of the products `m` (`[16][O][tiles]`) of tile rows `ty0..ty1` into
-    /// output rows `2 * ty0..` of one item (`[O, oh, ow]`), dropping the pixels past the edge.
+    /// `B^T d B` (`B^T = [1 -1 0; 0 1 0; 0 -1 1]`) of the 3x3 space-to-depth patches of the
+    /// tiles in tile rows `ty0..ty1` of one item `x` (`[C, H, W]`) into `v` (`[9][4 C][tiles]`).
+    /// Space-to-depth pixel `(r, s)`, channel `(a * 2 + b) * C + ci`, is input pixel
+    /// `(2 r + a - top, 2 s + b - left)` (zero outside the image); tile `(ty, tx)` covers
+    /// pixels `2 ty.., 2 tx..` of that image.
+    fn transform_input_s2d(
+        x: &[f32],
+        shape: [usize; 3],
+        origin: [usize; 2],
+        block: [usize; 3],
+        v: &mut [f32],
+    ) {
+        let ([c, h, w], [top, left], [ty0, ty1, tw]) = (shape, origin, block);
+        let (k, tiles, n) = (4 * c, (ty1 - ty0) * tw, tw + 1);
+        // One zero-padded input row; the patch columns of tile `tx` at column parity `b` are
+        // padded[4 tx + b], padded[4 tx + 2 + b], padded[4 tx + 4 + b]: split into `first`
+        // (4 tx + b) and `second` (4 tx + 2 + b) runs contiguous in `tx`.
+        let mut padded = vec![0.0f32; 4 * n];
+        let mut first = vec![0.0f32; 3 * n];
+        let mut second = vec![0.0f32; 3 * n];
+        // d B: per patch row i, the 3 column combinations, each `tw` long.
+        let mut e = vec![0.0f32; 9 * tw];
+        let copy = w.min(4 * n - left);
+        for ci in 0..c {
+            let plane = &x[ci * h * w..][..h * w];
+            for a in 0..2 {
+                for b in 0..2 {
+                    let vc = (a * 2 + b) * c + ci;
+                    for ty in ty0..ty1 {
+                        for i in 0..3 {
+                            let (f, s) = (&mut first[i * n..][..n], &mut second[i * n..][..n]);
+                            match (2 * (2 * ty + i) + a).checked_sub(top).filter(|&y| y < h) {
+                                Some(y) => {
+                                    padded[left..left + copy]
+                                        .copy_from_slice(&plane[y * w..][..copy]);
+                                    for ((quad, f), s) in padded.chunks_exact(4).zip(f).zip(s) {
+                                        *f = quad[b];
+                                        *s = quad[2 + b];
+                                    }
+                                }
+                                None => {
+                                    f.fill(0.0);
+                                    s.fill(0.0);
+                                }
+                            }
+                            let (d0, d2) = (&first[i * n..][..tw], &first[i * n + 1..][..tw]);
+                            let d1 = &second[i * n..][..tw];
+                            let ei = &mut e[i * 3 * tw..][..3 * tw];
+                            let (e0, rest) = ei.split_at_mut(tw);
+                            let (e1, e2) = rest.split_at_mut(tw);
+                            combine(e0, d0, d1, -1.0);
+                            e1.copy_from_slice(d1);
+                            combine(e2, d2, d1, -1.0);
+                        }
+                        // B^T (d B): the rows combined, into v.
+                        let base = (ty - ty0) * tw;
+                        let row = |i: usize, j: usize| &e[(i * 3 + j) * tw..][..tw];
+                        for j in 0..3 {
+                            let at = |i: usize| ((i * 3 + j) * k + vc) * tiles + base;
+                            combine(&mut v[at(0)..][..tw], row(0, j), row(1, j), -1.0);
+                            v[at(1)..][..tw].copy_from_slice(row(1, j));
+                            combine(&mut v[at(2)..][..tw], row(2, j), row(1, j), -1.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `A^T m A + bias` of the products `m` (`[points^2][O][tiles]`) of tile rows `ty0..ty1`
+    /// into output rows `2 * ty0..` of one item (`[O, oh, ow]`), dropping the pixels past the
+    /// edge. `points` is 4 for F(2x2, 3x3) (`A^T = [1 1 1 0; 0 1 -1 -1]`) and 3 for
+    /// F(2x2, 2x2) (`A^T = [1 1 0; 0 1 1]`).
     fn transform_output(
         m: &[f32],
         bias: Option<&[f32]>,
+        points: usize,
         shape: [usize; 3],
         block: [usize; 3],
         out: Disjoint,
     ) {
         let ([o, oh, ow], [ty0, ty1, tw]) = (shape, block);
         let tiles = (ty1 - ty0) * tw;
+        let three = points == 3;
         // m A: per row i, columns 0 and 1, each `tw` long; then one output row's two halves.
-        let mut f = vec![0.0f32; 8 * tw];
+        let mut f = vec![0.0f32; 2 * points * tw];
         let mut halves = vec![0.0f32; 2 * tw];
         let mut row = vec![0.0f32; 2 * tw];
         for oi in 0..o {
             let b = bias.map_or(0.0, |b| b[oi]);
             for ty in ty0..ty1 {
                 let base = (ty - ty0) * tw;
-                let at = |i: usize, j: usize| &m[((i * 4 + j) * o + oi) * tiles + base..][..tw];
-                for i in 0..4 {
-                    let (m0, m1, m2, m3) = (at(i, 0), at(i, 1), at(i, 2), at(i, 3));
+                let at = |i: usize, j: usize| {
+                    &m[((i * points + j) * o + oi) * tiles + base..][..tw]
+                };
+                for i in 0..points {
                     let (f0, f1) = f[i * 2 * tw..][..2 * tw].split_at_mut(tw);
-                    for k in 0..tw {
-                        f0[k] = m0[k] + m1[k] + m2[k];
-                        f1[k] = m1[k] - m2[k] - m3[k];
+                    let (m0, m1, m2) = (at(i, 0), at(i, 1), at(i, 2));
+                    if three {
+                        combine(f0, m0, m1, 1.0);
+                        combine(f1, m1, m2, 1.0);
+                    } else {
+                        let m3 = at(i, 3);
+                        for k in 0..tw {
+                            f0[k] = m0[k] + m1[k] + m2[k];
+                            f1[k] = m1[k] - m2[k] - m3[k];
+                        }
                     }
                 }
                 let fj = |i: usize, j: usize| &f[(i * 2 + j) * tw..][..tw];
@@ -220,10 +372,30 @@ multiversion! {
                     }
                     for j in 0..2 {
                         let (p, q, r) = (fj(0, j), fj(1, j), fj(2, j));
-                        let s = fj(3, j);
                         let half = &mut halves[j * tw..][..tw];
-                        for k in 0..tw {
-                            half[k] = if a == 0 { p[k] + q[k] + r[k] } else { q[k] - r[k] - s[k] } + b;
+                        // Loops, not closures: a closure would lose the AVX2 of this body.
+                        match (three, a) {
+                            (true, 0) => {
+                                for k in 0..tw {
+                                    half[k] = p[k] + q[k] + b;
+                                }
+                            }
+                            (true, _) => {
+                                for k in 0..tw {
+                                    half[k] = q[k] + r[k] + b;
+                                }
+                            }
+                            (false, 0) => {
+                                for k in 0..tw {
+                                    half[k] = p[k] + q[k] + r[k] + b;
+                                }
+                            }
+                            (false, _) => {
+                                let s = fj(3, j);
+                                for k in 0..tw {
+                                    half[k] = q[k] - r[k] - s[k] + b;
+                                }
+                            }
                         }
                     }
                     let (h0, h1) = halves.split_at(tw);
@@ -262,16 +434,21 @@ pub(super) fn conv2d(
     bias: Option<&[f32]>,
     g: &ConvGeometry,
 ) -> Vec<f32> {
-    debug_assert!(applies(g));
+    let algorithm = Algorithm::of(g).expect("winograd::conv2d: unsupported geometry");
     let [n, c, h, w] = g.input;
     let o = g.out_channels;
     let [top, left, _, _] = g.padding;
     let [oh, ow] = g.output();
-    let u = transform_kernel(weight, c, o);
+    let (points, k) = (algorithm.points(), algorithm.channels(c));
+    let products = points * points;
+    let u = match algorithm {
+        Algorithm::Conv3x3 => transform_kernel(weight, c, o),
+        Algorithm::Conv4x4Stride2 => transform_kernel_s2d(weight, c, o),
+    };
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
     // Tile rows per task: a block's transformed input near BLOCK_FLOATS, and two tasks per
     // thread where the image has the rows.
-    let by_size = (BLOCK_FLOATS / (16 * c * tw)).max(1);
+    let by_size = (BLOCK_FLOATS / (products * k * tw)).max(1);
     let rows = by_size.min(th.div_ceil(2 * rayon::current_num_threads()));
     // Every output pixel is written below (the tile rows cover all `oh` rows, each row all
     // `ow` columns), so the output is not zeroed first.
@@ -285,25 +462,34 @@ pub(super) fn conv2d(
             let tiles = (ty1 - ty0) * tw;
             SCRATCH.with_borrow_mut(|(v, m)| {
                 // Both are overwritten whole: only grown, never cleared.
-                grow(v, 16 * c * tiles);
-                grow(m, 16 * o * tiles);
-                let (v, m) = (&mut v[..16 * c * tiles], &mut m[..16 * o * tiles]);
-                transform_input(xi, [c, h, w], [top, left], [ty0, ty1, tw], v);
-                for (k, (m, v)) in m
+                grow(v, products * k * tiles);
+                grow(m, products * o * tiles);
+                let (v, m) = (
+                    &mut v[..products * k * tiles],
+                    &mut m[..products * o * tiles],
+                );
+                let block = [ty0, ty1, tw];
+                match algorithm {
+                    Algorithm::Conv3x3 => transform_input(xi, [c, h, w], [top, left], block, v),
+                    Algorithm::Conv4x4Stride2 => {
+                        transform_input_s2d(xi, [c, h, w], [top, left], block, v)
+                    }
+                }
+                for (p, (m, v)) in m
                     .chunks_exact_mut(o * tiles)
-                    .zip(v.chunks_exact(c * tiles))
+                    .zip(v.chunks_exact(k * tiles))
                     .enumerate()
                 {
-                    // m[k] (tiles x O, column-major) = v[k] (tiles x C, column-major) u[k].
+                    // m[p] (tiles x O, column-major) = v[p] (tiles x K, column-major) u[p].
                     product(
                         (m, 1, tiles),
                         false,
-                        [tiles, o, c],
+                        [tiles, o, k],
                         (v, 1, tiles),
-                        (&u[k * c * o..][..c * o], o, 1),
+                        (&u[p * k * o..][..k * o], o, 1),
                     );
                 }
-                transform_output(m, bias, [o, oh, ow], [ty0, ty1, tw], dst);
+                transform_output(m, bias, points, [o, oh, ow], block, dst);
             });
         });
     }
@@ -364,7 +550,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn applies_to_wide_3x3_stride_1_only() {
+    fn applies_to_wide_3x3_stride_1_and_4x4_stride_2_only() {
         let g = |input, out_channels, kernel, stride| ConvGeometry {
             input,
             out_channels,
@@ -373,8 +559,10 @@ mod tests {
             padding: [1; 4],
         };
         assert!(applies(&g([1, 64, 8, 8], 64, [3, 3], [1, 1])));
+        assert!(applies(&g([1, 3, 8, 8], 64, [4, 4], [2, 2])));
         assert!(!applies(&g([1, 64, 8, 8], 64, [3, 3], [2, 2])));
         assert!(!applies(&g([1, 64, 8, 8], 64, [4, 4], [1, 1])));
+        assert!(!applies(&g([1, 1, 8, 8], 64, [4, 4], [2, 2])));
         assert!(!applies(&g([1, 64, 8, 8], 3, [3, 3], [1, 1])));
         assert!(!applies(&g([1, 3, 8, 8], 64, [3, 3], [1, 1])));
     }
