@@ -7,8 +7,9 @@
 //! matrix is built. Strided convolutions run on space-to-depth pixels and transposed ones as
 //! one stride-1 product per output parity, so neither multiplies zeros. 3x3 stride-1 layers
 //! (forward, and their input gradient) use Winograd's F(2x2, 3x3), which needs 16 instead of 36
-//! multiply-adds per 2x2 output tile. Other backends, dtypes, dilations and groups call Burn's
-//! convolutions.
+//! multiply-adds per 2x2 output tile, and large 4x4 stride-2 layers F(2x2, 2x2) over
+//! space-to-depth pixels (9 instead of 16). Other backends, dtypes, dilations and groups call
+//! Burn's convolutions.
 
 use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};

@@ -1,11 +1,12 @@
-//! Winograd's minimal filtering F(2x2, 3x3) for the 3x3 stride-1 convolutions (Lavin & Gray,
-//! "Fast Algorithms for Convolutional Neural Networks", 2016).
+//! Winograd's minimal filtering F(2x2, 3x3) for the 3x3 stride-1 convolutions, and F(2x2, 2x2)
+//! for the 4x4 stride-2 ones over space-to-depth pixels (Lavin & Gray, "Fast Algorithms for
+//! Convolutional Neural Networks", 2016).
 //!
 //! Each 2x2 output tile is `A^T [(G g G^T) . (B^T d B)] A` for the 4x4 input patch `d` under
-//! it: the 36 multiply-adds per channel pair and tile of the direct convolution become 16, one
-//! matrix product `[tiles, C] x [C, O]` per position of the 4x4 transformed tile. The
-//! transforms are additions (and halvings for the kernel), so the result differs from the
-//! direct sum only by rounding. Tiles are processed a block of tile rows at a time, so that a
+//! it (3x3 for F(2x2, 2x2)): the 36 (16) multiply-adds per channel pair and tile of the direct
+//! convolution become 16 (9), one matrix product `[tiles, C] x [C, O]` per position of the
+//! transformed tile. The transforms are additions (and halvings for the 3x3 kernel), so the
+//! result differs from the direct sum only by rounding. Tiles are processed a block of tile rows at a time, so that a
 //! block's transformed input and products stay in cache between the three steps.
 
 use rayon::prelude::*;
