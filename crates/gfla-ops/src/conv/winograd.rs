@@ -268,49 +268,63 @@ multiversion! {
     ) {
         let ([c, h, w], [top, left], [ty0, ty1, tw]) = (shape, origin, block);
         let (k, tiles, n) = (4 * c, (ty1 - ty0) * tw, tw + 1);
-        // One zero-padded input row; the patch columns of tile `tx` at column parity `b` are
-        // padded[4 tx + b], padded[4 tx + 2 + b], padded[4 tx + 4 + b]: split into `first`
-        // (4 tx + b) and `second` (4 tx + 2 + b) runs contiguous in `tx`.
+        // One zero-padded input row, loaded once for both column parities `b`: the patch
+        // columns of tile `tx` are padded[4 tx + b], padded[4 tx + 2 + b], padded[4 tx + 4 + b],
+        // split into `first` (4 tx + b) and `second` (4 tx + 2 + b) runs contiguous in `tx`,
+        // `[b][patch row][n]`.
         let mut padded = vec![0.0f32; 4 * n];
-        let mut first = vec![0.0f32; 3 * n];
-        let mut second = vec![0.0f32; 3 * n];
-        // d B: per patch row i, the 3 column combinations, each `tw` long.
-        let mut e = vec![0.0f32; 9 * tw];
+        let mut first = vec![0.0f32; 6 * n];
+        let mut second = vec![0.0f32; 6 * n];
+        // d B: per parity b and patch row i, the 3 column combinations, each `tw` long.
+        let mut e = vec![0.0f32; 18 * tw];
         let copy = w.min(4 * n - left);
         for ci in 0..c {
             let plane = &x[ci * h * w..][..h * w];
             for a in 0..2 {
-                for b in 0..2 {
-                    let vc = (a * 2 + b) * c + ci;
-                    for ty in ty0..ty1 {
-                        for i in 0..3 {
-                            let (f, s) = (&mut first[i * n..][..n], &mut second[i * n..][..n]);
-                            match (2 * (2 * ty + i) + a).checked_sub(top).filter(|&y| y < h) {
-                                Some(y) => {
-                                    padded[left..left + copy]
-                                        .copy_from_slice(&plane[y * w..][..copy]);
-                                    for ((quad, f), s) in padded.chunks_exact(4).zip(f).zip(s) {
-                                        *f = quad[b];
-                                        *s = quad[2 + b];
-                                    }
-                                }
-                                None => {
-                                    f.fill(0.0);
-                                    s.fill(0.0);
+                for ty in ty0..ty1 {
+                    for i in 0..3 {
+                        let (f0, f1) = first.split_at_mut(3 * n);
+                        let (s0, s1) = second.split_at_mut(3 * n);
+                        let runs = [
+                            &mut f0[i * n..][..n],
+                            &mut f1[i * n..][..n],
+                            &mut s0[i * n..][..n],
+                            &mut s1[i * n..][..n],
+                        ];
+                        match (2 * (2 * ty + i) + a).checked_sub(top).filter(|&y| y < h) {
+                            Some(y) => {
+                                padded[left..left + copy].copy_from_slice(&plane[y * w..][..copy]);
+                                let [f0, f1, s0, s1] = runs;
+                                for (kk, quad) in padded.chunks_exact(4).enumerate() {
+                                    f0[kk] = quad[0];
+                                    f1[kk] = quad[1];
+                                    s0[kk] = quad[2];
+                                    s1[kk] = quad[3];
                                 }
                             }
-                            let (d0, d2) = (&first[i * n..][..tw], &first[i * n + 1..][..tw]);
-                            let d1 = &second[i * n..][..tw];
-                            let ei = &mut e[i * 3 * tw..][..3 * tw];
+                            None => {
+                                for run in runs {
+                                    run.fill(0.0);
+                                }
+                            }
+                        }
+                        for b in 0..2 {
+                            let at = (b * 3 + i) * n;
+                            let (d0, d2) = (&first[at..][..tw], &first[at + 1..][..tw]);
+                            let d1 = &second[at..][..tw];
+                            let ei = &mut e[(b * 3 + i) * 3 * tw..][..3 * tw];
                             let (e0, rest) = ei.split_at_mut(tw);
                             let (e1, e2) = rest.split_at_mut(tw);
                             combine(e0, d0, d1, -1.0);
                             e1.copy_from_slice(d1);
                             combine(e2, d2, d1, -1.0);
                         }
-                        // B^T (d B): the rows combined, into v.
-                        let base = (ty - ty0) * tw;
-                        let row = |i: usize, j: usize| &e[(i * 3 + j) * tw..][..tw];
+                    }
+                    // B^T (d B): the rows combined, into v.
+                    let base = (ty - ty0) * tw;
+                    for b in 0..2 {
+                        let vc = (a * 2 + b) * c + ci;
+                        let row = |i: usize, j: usize| &e[((b * 3 + i) * 3 + j) * tw..][..tw];
                         for j in 0..3 {
                             let at = |i: usize| ((i * 3 + j) * k + vc) * tiles + base;
                             combine(&mut v[at(0)..][..tw], row(0, j), row(1, j), -1.0);
