@@ -10,6 +10,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
 
+use super::cache::{self, Purpose};
 use super::cpu::{self, ConvGeometry, TransposedGeometry};
 use crate::autodiff::{backward_step, record};
 use crate::simd::{tensor, values};
@@ -36,22 +37,59 @@ pub trait GemmConvBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-fn conv_forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, g: &ConvGeometry) -> FlexTensor {
+/// [`cpu::conv2d`]; `constant`: the weight needs no gradient, so its prepared kernel is kept
+/// between calls ([`cache`]).
+fn conv2d(
+    x: &[f32],
+    w: &FlexTensor,
+    b: Option<&[f32]>,
+    g: &ConvGeometry,
+    constant: bool,
+) -> Vec<f32> {
+    if !constant {
+        return cpu::conv2d(x, &values(w), b, g);
+    }
+    let kernel = cache::prepared(w, Purpose::Conv(*g), cpu::ConvKernel::bytes, |reused| {
+        cpu::prepare_conv(&values(w), g, reused)
+    });
+    cpu::conv2d_prepared(x, &kernel, b, g)
+}
+
+/// [`cpu::conv_transpose2d`]; `constant` as in [`conv2d`].
+fn conv_transpose2d(
+    x: &[f32],
+    w: &FlexTensor,
+    b: Option<&[f32]>,
+    g: &TransposedGeometry,
+    constant: bool,
+) -> Vec<f32> {
+    if !constant {
+        return cpu::conv_transpose2d(x, &values(w), b, g);
+    }
+    let kernel = cache::prepared(
+        w,
+        Purpose::Transposed(*g),
+        cpu::TransposedKernel::bytes,
+        |reused| cpu::prepare_transposed(&values(w), g, reused),
+    );
+    cpu::conv_transpose2d_prepared(x, &kernel, b, g)
+}
+
+fn conv_forward([x, w, b]: [&FlexTensor; 3], g: &ConvGeometry, constant: bool) -> FlexTensor {
     let [n, _, _, _] = g.input;
     let [oh, ow] = g.output();
-    let y = cpu::conv2d(&values(x), &values(w), Some(&values(b)), g);
+    let y = conv2d(&values(x), w, Some(&values(b)), g, constant);
     tensor(y, [n, g.out_channels, oh, ow])
 }
 
 fn transposed_forward(
-    x: &FlexTensor,
-    w: &FlexTensor,
-    b: &FlexTensor,
+    [x, w, b]: [&FlexTensor; 3],
     g: &TransposedGeometry,
+    constant: bool,
 ) -> FlexTensor {
     let [n, _, _, _] = g.input;
     let [oh, ow] = g.output;
-    let y = cpu::conv_transpose2d(&values(x), &values(w), Some(&values(b)), g);
+    let y = conv_transpose2d(&values(x), w, Some(&values(b)), g, constant);
     tensor(y, [n, g.out_channels, oh, ow])
 }
 
@@ -87,7 +125,8 @@ fn conv_backward(
             crop: [g.padding[0], g.padding[1]],
             output: [h, wd],
         };
-        tensor(cpu::conv_transpose2d(&dy, &values(&w), None, &t), g.input)
+        // A weight without a gradient (a frozen network's) keeps its prepared kernel.
+        tensor(conv_transpose2d(&dy, &w, None, &t, !want[1]), g.input)
     });
     let dw = want[1].then(|| {
         let shape = w.layout().shape().clone();
@@ -123,7 +162,7 @@ fn transposed_backward(
         ],
     };
     debug_assert_eq!(conv.output(), [g.input[2], g.input[3]]);
-    let dx = want[0].then(|| tensor(cpu::conv2d(&dy, &values(&w), None, &conv), g.input));
+    let dx = want[0].then(|| tensor(conv2d(&dy, &w, None, &conv, !want[1]), g.input));
     let dw = want[1].then(|| {
         let shape = w.layout().shape().clone();
         tensor(cpu::conv2d_weight_grad(&dy, &values(&x), &conv), shape)
@@ -145,7 +184,7 @@ impl GemmConvBackend for Flex {
         bias: FlexTensor,
         geometry: ConvGeometry,
     ) -> FlexTensor {
-        conv_forward(&x, &weight, &bias, &geometry)
+        conv_forward([&x, &weight, &bias], &geometry, true)
     }
 
     fn gemm_conv_transpose2d(
@@ -154,7 +193,7 @@ impl GemmConvBackend for Flex {
         bias: FlexTensor,
         geometry: TransposedGeometry,
     ) -> FlexTensor {
-        transposed_forward(&x, &weight, &bias, &geometry)
+        transposed_forward([&x, &weight, &bias], &geometry, true)
     }
 }
 
@@ -191,12 +230,12 @@ impl<C: CheckpointStrategy> GemmConvBackend for Autodiff<Flex, C> {
         bias: FloatTensor<Self>,
         geometry: ConvGeometry,
     ) -> FloatTensor<Self> {
+        let constant = !weight.is_tracked();
         record::<C, _, _, _, _>(ConvBackward, [&x, &weight, &bias], geometry, || {
             conv_forward(
-                x.primitive(),
-                weight.primitive(),
-                bias.primitive(),
+                [x.primitive(), weight.primitive(), bias.primitive()],
                 &geometry,
+                constant,
             )
         })
     }
@@ -207,12 +246,12 @@ impl<C: CheckpointStrategy> GemmConvBackend for Autodiff<Flex, C> {
         bias: FloatTensor<Self>,
         geometry: TransposedGeometry,
     ) -> FloatTensor<Self> {
+        let constant = !weight.is_tracked();
         record::<C, _, _, _, _>(TransposedBackward, [&x, &weight, &bias], geometry, || {
             transposed_forward(
-                x.primitive(),
-                weight.primitive(),
-                bias.primitive(),
+                [x.primitive(), weight.primitive(), bias.primitive()],
                 &geometry,
+                constant,
             )
         })
     }

@@ -8,8 +8,10 @@
 //! one stride-1 product per output parity, so neither multiplies zeros. 3x3 stride-1 layers
 //! (forward, and their input gradient) use Winograd's F(2x2, 3x3), which needs 16 instead of 36
 //! multiply-adds per 2x2 output tile, and large 4x4 stride-2 layers F(2x2, 2x2) over
-//! space-to-depth pixels (9 instead of 16). Other backends, dtypes, dilations and groups call
-//! Burn's convolutions.
+//! space-to-depth pixels (9 instead of 16). A weight that needs no gradient (inference, a
+//! frozen network) keeps its reordered or transformed kernel between calls, up to a limit
+//! ([`set_kernel_cache_limit`]). Other backends, dtypes, dilations and groups call Burn's
+//! convolutions.
 
 use burn::tensor::module;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
@@ -18,12 +20,18 @@ use burn::tensor::{DType, Tensor};
 use crate::device::{Kernels, kernels};
 
 #[cfg(feature = "flex")]
+mod cache;
+#[cfg(feature = "flex")]
 mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
 mod winograd;
 
+#[cfg(feature = "flex")]
+pub use cache::{
+    DEFAULT_KERNEL_CACHE_LIMIT, clear_kernel_cache, kernel_cache_bytes, set_kernel_cache_limit,
+};
 #[cfg(feature = "flex")]
 pub use cpu::{ConvGeometry, TransposedGeometry};
 #[cfg(feature = "flex")]
@@ -214,6 +222,106 @@ mod tests {
                 w,
                 w[1],
             );
+        }
+    }
+
+    /// Inference (no autodiff) keeps each weight's prepared kernel between calls: the second
+    /// call gives the same values, and a weight changed by an op (which Flex would do in place
+    /// on a tensor that owned its storage alone) or dropped and replaced is prepared anew.
+    #[test]
+    fn inference_reuses_kernels_and_follows_weight_changes() {
+        let device = Device::flex();
+        let tol = Tolerance::<f32>::absolute(2e-4);
+        type Conv = Box<dyn Fn(Tensor<4>, Tensor<4>) -> Tensor<4>>;
+        let conv = |stride, padding| -> [Conv; 2] {
+            let options = ConvOptions::new_with_padding(stride, padding, [1, 1], 1);
+            let o2 = options.clone();
+            [
+                Box::new(move |x, w| conv2d(x, w, None, options.clone())),
+                Box::new(move |x, w| module::conv2d(x, w, None, o2.clone())),
+            ]
+        };
+        let transposed = |stride, padding, out| -> [Conv; 2] {
+            let options = ConvTransposeOptions::new(stride, padding, out, [1, 1], 1);
+            let o2 = options.clone();
+            [
+                Box::new(move |x, w| conv_transpose2d(x, w, None, options.clone())),
+                Box::new(move |x, w| module::conv_transpose2d(x, w, None, o2.clone())),
+            ]
+        };
+        let cases: [([usize; 4], [usize; 4], [Conv; 2]); 5] = [
+            // Winograd 3x3 and 4x4 stride 2, the GEMM path, transposed stride 2 and stride 1.
+            ([1, 8, 9, 7], [16, 8, 3, 3], conv([1, 1], [(1, 1), (1, 1)])),
+            ([1, 4, 10, 8], [16, 4, 4, 4], conv([2, 2], [(1, 1), (1, 1)])),
+            ([2, 3, 9, 8], [5, 3, 5, 3], conv([1, 2], [(2, 1), (0, 1)])),
+            (
+                [1, 6, 5, 4],
+                [6, 5, 3, 3],
+                transposed([2, 2], [1, 1], [1, 1]),
+            ),
+            (
+                [1, 8, 6, 5],
+                [8, 16, 3, 3],
+                transposed([1, 1], [1, 1], [0, 0]),
+            ),
+        ];
+        for (xs, ws, [ours, burns]) in cases {
+            let x = random(xs, &device);
+            let w = random(ws, &device);
+            let first = ours(x.clone(), w.clone()).into_data();
+            first.assert_approx_eq(&burns(x.clone(), w.clone()).into_data(), tol);
+            ours(x.clone(), w.clone())
+                .into_data()
+                .assert_eq(&first, true);
+            // The only reference outside the cache, so a candidate for an in-place update.
+            let w = w.add_scalar(0.5);
+            let y = ours(x.clone(), w.clone()).into_data();
+            y.assert_approx_eq(&burns(x.clone(), w.clone()).into_data(), tol);
+            drop(w);
+            let w = random(ws, &device);
+            let y = ours(x.clone(), w.clone()).into_data();
+            y.assert_approx_eq(&burns(x, w).into_data(), tol);
+        }
+    }
+
+    /// Under autodiff, a weight without a gradient (a frozen network's) keeps its prepared
+    /// kernels, for the forward and for the input gradient: values and the input's gradient
+    /// are Burn's, on the first call and the next.
+    #[test]
+    fn a_constant_weight_keeps_its_kernels_under_autodiff() {
+        let device = Device::flex().autodiff();
+        let tol = Tolerance::<f32>::absolute(2e-4);
+        let (w, wt) = (
+            random([16, 8, 3, 3], &device),
+            random([8, 6, 3, 3], &device),
+        );
+        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let t_options = ConvTransposeOptions::new([2, 2], [1, 1], [1, 1], [1, 1], 1);
+        type Layer<'a> = Box<dyn Fn(Tensor<4>) -> Tensor<4> + 'a>;
+        let layers: [(Layer, Layer); 2] = [
+            (
+                Box::new(|x| conv2d(x, w.clone(), None, options.clone())),
+                Box::new(|x| module::conv2d(x, w.clone(), None, options.clone())),
+            ),
+            (
+                Box::new(|x| conv_transpose2d(x, wt.clone(), None, t_options.clone())),
+                Box::new(|x| module::conv_transpose2d(x, wt.clone(), None, t_options.clone())),
+            ),
+        ];
+        for _ in 0..2 {
+            for (ours, burns) in &layers {
+                let x = random([1, 8, 9, 7], &device);
+                let run = |f: &Layer| {
+                    let x = x.clone().require_grad();
+                    let y = f(x.clone());
+                    let probe = y.clone().detach().cos();
+                    let grads = (y.clone() * probe).sum().backward();
+                    (y.into_data(), x.grad(&grads).unwrap().into_data())
+                };
+                let (a, b) = (run(ours), run(burns));
+                a.0.assert_approx_eq(&b.0, tol);
+                a.1.assert_approx_eq(&b.1, tol);
+            }
         }
     }
 

@@ -31,12 +31,15 @@ impl Algorithm {
     /// The algorithm for `g`, where there is one and it pays: enough channels that the
     /// products, not the input and output transforms, are the work, and enough tiles (over
     /// the batch) to repay the kernel transform, 16/9 (3x3) or 9/4 (4x4 stride 2, whose
-    /// transform is also scalar) times the weight's size, on every call. Measured
-    /// here: 3x3 layers win from about 64 tiles (256 channels at 16 x 16: 2.4 against
-    /// 2.9 ms) and lose at 16; 4x4 stride-2 ones win from about 256 (64 -> 128 at 128 x 128:
-    /// 5.0 against 7.5 ms) and lose at 64. Unit tests take every size, to test the
-    /// algorithms on small maps.
-    fn of(g: &ConvGeometry) -> Option<Self> {
+    /// transform is also scalar) times the weight's size. Measured here, transforming the
+    /// kernel on every call: 3x3 layers win from about 64 tiles (256 channels at 16 x 16: 2.4
+    /// against 2.9 ms) and lose at 16; 4x4 stride-2 ones win from about 256 (64 -> 128 at
+    /// 128 x 128: 5.0 against 7.5 ms) and lose at 64. A `reused` kernel is transformed once
+    /// for many calls, and both win from 32 tiles (Market's 16 x 8 maps: 256 channels 1.7
+    /// against 2.4 ms, 4x4 stride 2 from 128 to 256 channels 1.7 against 2.2 ms, one thread)
+    /// and lose at 8 (1.1 against 1.0 ms, 1.2 against 1.0 ms). Unit tests take every size, to
+    /// test the algorithms on small maps.
+    fn of(g: &ConvGeometry, reused: bool) -> Option<Self> {
         let [n, c, h, w] = g.input;
         let o = g.out_channels;
         let [top, left, bottom, right] = g.padding;
@@ -47,10 +50,16 @@ impl Algorithm {
         }
         let [oh, ow] = g.output();
         let tiles = n * oh.div_ceil(2) * ow.div_ceil(2);
-        let least = |tiles: usize| if cfg!(test) { 0 } else { tiles };
+        let least = |once: usize, reused_: usize| match () {
+            _ if cfg!(test) => 0,
+            _ if reused => reused_,
+            _ => once,
+        };
         match (g.kernel, g.stride) {
-            ([3, 3], [1, 1]) if c >= 8 && o >= 16 && tiles >= least(64) => Some(Self::Conv3x3),
-            ([4, 4], [2, 2]) if 4 * c >= 8 && o >= 16 && tiles >= least(256) => {
+            ([3, 3], [1, 1]) if c >= 8 && o >= 16 && tiles >= least(64, REUSED_3X3) => {
+                Some(Self::Conv3x3)
+            }
+            ([4, 4], [2, 2]) if 4 * c >= 8 && o >= 16 && tiles >= least(256, REUSED_4X4) => {
                 Some(Self::Conv4x4Stride2)
             }
             _ => None,
@@ -74,10 +83,36 @@ impl Algorithm {
     }
 }
 
-/// Whether [`conv2d`] computes `g`: 3x3 kernels at stride 1 and 4x4 kernels at stride 2, with
-/// enough channels and tiles ([`Algorithm::of`]).
-pub(super) fn applies(g: &ConvGeometry) -> bool {
-    Algorithm::of(g).is_some()
+/// Tiles from which a reused kernel's algorithm pays, for 3x3 and 4x4 stride-2 layers (see
+/// [`Algorithm::of`]).
+const REUSED_3X3: usize = 32;
+const REUSED_4X4: usize = 32;
+
+/// A kernel transformed for one [`Algorithm`]: the matrices `[K, O]` of every point of the
+/// transformed tile, `K` the (space-to-depth) input channels.
+pub(super) struct Transformed {
+    algorithm: Algorithm,
+    u: Vec<f32>,
+}
+
+impl Transformed {
+    /// Floats held.
+    pub(super) fn len(&self) -> usize {
+        self.u.len()
+    }
+}
+
+/// The transformed kernel of `weight` (`[O, C, kh, kw]`) where an algorithm computes `g` and
+/// pays ([`Algorithm::of`]); `reused`: it will serve many calls.
+pub(super) fn prepare(weight: &[f32], g: &ConvGeometry, reused: bool) -> Option<Transformed> {
+    let algorithm = Algorithm::of(g, reused)?;
+    let [_, c, _, _] = g.input;
+    let o = g.out_channels;
+    let u = match algorithm {
+        Algorithm::Conv3x3 => transform_kernel(weight, c, o),
+        Algorithm::Conv4x4Stride2 => transform_kernel_s2d(weight, c, o),
+    };
+    Some(Transformed { algorithm, u })
 }
 
 /// Output channels transformed together, one vector lane each.
@@ -441,25 +476,22 @@ fn grow(buffer: &mut Vec<f32>, len: usize) {
     }
 }
 
-/// `y = conv(x, weight) + bias` for a geometry [`applies`] accepts, as
+/// `y = conv(x, weight) + bias` with the kernel [`prepare`] transformed for `g`, as
 /// [`super::cpu::conv2d`]. Returns `[B, O, oh, ow]`.
 pub(super) fn conv2d(
     x: &[f32],
-    weight: &[f32],
+    kernel: &Transformed,
     bias: Option<&[f32]>,
     g: &ConvGeometry,
 ) -> Vec<f32> {
-    let algorithm = Algorithm::of(g).expect("winograd::conv2d: unsupported geometry");
+    let Transformed { algorithm, ref u } = *kernel;
     let [n, c, h, w] = g.input;
     let o = g.out_channels;
     let [top, left, _, _] = g.padding;
     let [oh, ow] = g.output();
     let (points, k) = (algorithm.points(), algorithm.channels(c));
     let products = points * points;
-    let u = match algorithm {
-        Algorithm::Conv3x3 => transform_kernel(weight, c, o),
-        Algorithm::Conv4x4Stride2 => transform_kernel_s2d(weight, c, o),
-    };
+    assert_eq!(u.len(), products * k * o, "winograd::conv2d: kernel size");
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
     // Tile rows per task: a block's transformed input near BLOCK_FLOATS, and two tasks per
     // thread where the image has the rows.
@@ -515,14 +547,13 @@ pub(super) fn conv2d(
 
 /// A stride-1 3x3 transposed convolution (the input gradient of a 3x3 layer) as the
 /// convolution with the kernel flipped and its channel axes swapped, padded by `2 - crop`
-/// before and what makes the output size after; `None` where that is no [`conv2d`] this
-/// module computes.
-pub(super) fn conv_transpose2d(
-    x: &[f32],
+/// before and what makes the output size after: that convolution's geometry and transformed
+/// kernel, or `None` where that is no convolution this module computes.
+pub(super) fn prepare_transposed(
     weight: &[f32],
-    bias: Option<&[f32]>,
     g: &TransposedGeometry,
-) -> Option<Vec<f32>> {
+    reused: bool,
+) -> Option<(ConvGeometry, Transformed)> {
     let [_, c, h, w] = g.input;
     let o = g.out_channels;
     let [oh, ow] = g.output;
@@ -542,9 +573,7 @@ pub(super) fn conv_transpose2d(
             (ow + 2).checked_sub(w + left)?,
         ],
     };
-    if !applies(&conv) {
-        return None;
-    }
+    Algorithm::of(&conv, reused)?;
     // [C, O, 3, 3] to [O, C, 3, 3], each kernel rotated by half a turn.
     let mut flipped = vec![0.0f32; o * c * 9];
     flipped
@@ -557,7 +586,8 @@ pub(super) fn conv_transpose2d(
                 }
             }
         });
-    Some(conv2d(x, &flipped, bias, &conv))
+    let t = prepare(&flipped, &conv, reused)?;
+    Some((conv, t))
 }
 
 #[cfg(test)]
@@ -566,6 +596,7 @@ mod tests {
 
     #[test]
     fn applies_to_wide_3x3_stride_1_and_4x4_stride_2_only() {
+        let applies = |g: &ConvGeometry| Algorithm::of(g, false).is_some();
         let g = |input, out_channels, kernel, stride| ConvGeometry {
             input,
             out_channels,
