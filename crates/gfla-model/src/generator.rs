@@ -339,8 +339,18 @@ impl Generator {
                 .collect();
             return GeneratorOutput::cat(outputs);
         }
-        let source_features = self.source.pyramid(source_image.clone());
-        self.forward_with_source(source_features, source_image, source_pose, target_pose)
+        // The source encoder runs beside the flow estimator and the target encoder (on the CPU
+        // without autodiff): on small maps one layer alone leaves cores idle.
+        let inputs = Tensor::cat(
+            vec![source_image.clone(), source_pose, target_pose.clone()],
+            1,
+        );
+        let (source_features, (flows, masks, x)) = gfla_ops::join(
+            &source_image,
+            || self.source.pyramid(source_image.clone()),
+            || self.flows_and_target(inputs, target_pose),
+        );
+        self.render(source_features, flows, masks, x)
     }
 
     /// The source encoder's pyramid, `[1/2, 1/4, 1/8]` (finest first): what
@@ -373,22 +383,43 @@ impl Generator {
             })
             .collect();
         let inputs = Tensor::cat(vec![source_image, source_pose, target_pose.clone()], 1);
-        let r = &self.renderer;
-        let (flows, masks, mut x) = match &self.flow {
+        let (flows, masks, x) = self.flows_and_target(inputs, target_pose);
+        self.render(source_features, flows, masks, x)
+    }
+
+    /// The flow estimator's flows and masks (none without one) and the target encoder's
+    /// deepest features, from the concatenated inputs: the two run side by side where
+    /// [`gfla_ops::join`] allows.
+    fn flows_and_target(
+        &self,
+        inputs: Tensor<4>,
+        target_pose: Tensor<4>,
+    ) -> (Vec<Tensor<4>>, Vec<Tensor<4>>, Tensor<4>) {
+        let encoder = &self.renderer.encoder;
+        let deepest = |x| encoder.pyramid(x).pop().expect("deepest level");
+        match &self.flow {
             Some(flow) => {
-                let (flows, masks) = flow.forward(inputs);
-                (
-                    flows,
-                    masks,
-                    r.encoder.pyramid(target_pose).pop().expect("deepest level"),
-                )
+                let ((flows, masks), x) = gfla_ops::join(
+                    &inputs,
+                    || flow.forward(inputs.clone()),
+                    || deepest(target_pose),
+                );
+                (flows, masks, x)
             }
-            None => (
-                vec![],
-                vec![],
-                r.encoder.pyramid(inputs).pop().expect("deepest level"),
-            ),
-        };
+            None => (vec![], vec![], deepest(inputs)),
+        }
+    }
+
+    /// The decoders, with the attention stages warping `source_features` by `flows`, from the
+    /// target encoding `x`.
+    fn render(
+        &self,
+        source_features: Vec<Tensor<4>>,
+        flows: Vec<Tensor<4>>,
+        masks: Vec<Tensor<4>>,
+        mut x: Tensor<4>,
+    ) -> GeneratorOutput {
+        let r = &self.renderer;
         let mut attention = Vec::new();
         let mut stages = r.attention.iter().enumerate().peekable();
         for (i, decoder) in r.decoders.iter().enumerate() {

@@ -34,3 +34,36 @@ pub(crate) fn kernels<const D: usize>(t: &Tensor<D>) -> Kernels {
         Kernels::None
     }
 }
+
+/// `(a(), b())`, both at once on the CPU pool where `t`'s device is Flex without autodiff;
+/// one after the other elsewhere (a GPU queues both anyway, and autodiff graphs are built by one
+/// thread in this crate). Independent branches of a network on small maps leave cores idle
+/// inside each convolution: running them side by side fills those cores.
+pub fn join<A: Send, B: Send>(
+    t: &Tensor<4>,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    #[cfg(feature = "flex")]
+    if kernels(t) == Kernels::Flex && !t.device().is_autodiff() {
+        return rayon::join(a, b);
+    }
+    let _ = t;
+    (a(), b())
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Device;
+
+    use super::*;
+
+    #[test]
+    fn join_returns_both_results_in_order_on_every_device() {
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let t = Tensor::<4>::ones([1, 1, 2, 2], &device);
+            let (a, b) = join(&t, || t.clone().sum().into_scalar::<f32>(), || "b");
+            assert_eq!((a, b), (4.0, "b"));
+        }
+    }
+}
