@@ -3,8 +3,9 @@
 //!
 //! Counted: every convolution, transposed convolution and the local attention's matrix
 //! products and sampling, the work that dominates. Not counted: normalisation, activations,
-//! padding and other element-wise ops. Counting is per thread and only inside [`count_macs`],
-//! so it costs nothing otherwise.
+//! padding and other element-wise ops. Counting is per thread (the generator's branches that
+//! run side by side hand their counts back) and only inside [`count_macs`], so it costs
+//! nothing otherwise.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -31,14 +32,33 @@ thread_local! {
 
 /// Runs `f` and returns its output with the MACs it spent in counted operations.
 pub fn count_macs<O>(f: impl FnOnce() -> O) -> (O, u64) {
+    let (out, macs) = isolated(f);
+    // A nested count also adds to the enclosing one.
+    add(macs);
+    (out, macs)
+}
+
+/// `f`'s output and MACs, counted apart from any count open on this thread.
+fn isolated<O>(f: impl FnOnce() -> O) -> (O, u64) {
     let outer = MACS.replace(Some(0));
     let out = f();
     let macs = MACS.replace(outer).unwrap_or(0);
-    // A nested count also adds to the enclosing one.
-    if let Some(o) = outer {
-        MACS.set(Some(o + macs));
-    }
     (out, macs)
+}
+
+/// [`gfla_ops::join`], with the MACs of both sides (which may run on other threads) added to
+/// the count open on this thread.
+pub(crate) fn join<A: Send, B: Send>(
+    t: &Tensor<4>,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if MACS.get().is_none() {
+        return ops::join(t, a, b);
+    }
+    let ((a, macs_a), (b, macs_b)) = ops::join(t, || isolated(a), || isolated(b));
+    add(macs_a + macs_b);
+    (a, b)
 }
 
 /// Adds `macs` to the running count, if one is open on this thread.
@@ -115,5 +135,19 @@ mod tests {
         // Outside a count nothing is recorded and nothing breaks.
         conv2d(&conv, Tensor::zeros([1, 3, 5, 5], &device));
         assert_eq!(count_macs(|| ()).1, 0);
+    }
+
+    /// The generator's branches run side by side on Flex without autodiff (on other threads)
+    /// and one after the other under autodiff: the counts agree, so none is lost.
+    #[test]
+    fn branches_run_side_by_side_are_counted_whole() {
+        let count = |device: &Device| {
+            let g = crate::GeneratorConfig::market().init(device);
+            let zeros = |c| Tensor::<4>::zeros([1, c, 128, 64], device);
+            count_macs(|| g.forward(zeros(3), zeros(18), zeros(18))).1
+        };
+        let side_by_side = count(&Device::flex());
+        assert_eq!(side_by_side, count(&Device::flex().autodiff()));
+        assert!(side_by_side > 2_000_000_000, "{side_by_side}");
     }
 }

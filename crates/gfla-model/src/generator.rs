@@ -10,6 +10,7 @@ use gfla_ops::{Padding, blend, warp_bilinear};
 
 use crate::attention::LocalAttention;
 use crate::blocks::{EncoderBlock, ReflectConv, ResBlock, ResBlockDecoder};
+use crate::flops;
 use crate::flow::FlowEstimator;
 
 /// One attention layer: feature scale `H / 2^layer` and window size.
@@ -345,7 +346,7 @@ impl Generator {
             vec![source_image.clone(), source_pose, target_pose.clone()],
             1,
         );
-        let (source_features, (flows, masks, x)) = gfla_ops::join(
+        let (source_features, (flows, masks, x)) = flops::join(
             &source_image,
             || self.source.pyramid(source_image.clone()),
             || self.flows_and_target(inputs, target_pose),
@@ -399,7 +400,7 @@ impl Generator {
         let deepest = |x| encoder.pyramid(x).pop().expect("deepest level");
         match &self.flow {
             Some(flow) => {
-                let ((flows, masks), x) = gfla_ops::join(
+                let ((flows, masks), x) = flops::join(
                     &inputs,
                     || flow.forward(inputs.clone()),
                     || deepest(target_pose),
