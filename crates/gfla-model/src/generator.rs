@@ -275,9 +275,11 @@ pub struct GeneratorOutput {
 }
 
 /// From this many pixels per image on, [`Generator::forward`] without autodiff runs a batch
-/// sample by sample. Measured on 2 cores: DeepFashion (256 x 176) batch 8 takes 3.3 s that way
-/// against 3.8 s at once; Market (128 x 64) is faster at once (0.45 s against 0.53 s), its
-/// activations fitting in cache and its kernels reordered once per batch.
+/// sample by sample; below it, in halves side by side. Measured on 2 cores: DeepFashion
+/// (256 x 176) batch 8 takes 3.3 s one sample after the other against 3.8 s at once; Market
+/// (128 x 64) batch 8 0.24-0.25 s in halves side by side against 0.30-0.31 s at once (with
+/// kept kernels; 0.45 s at once against 0.53 s one after the other when every call reordered
+/// its kernels).
 const SAMPLE_BY_SAMPLE_PIXELS: usize = 1 << 15;
 
 impl GeneratorOutput {
@@ -295,6 +297,26 @@ impl GeneratorOutput {
             attention: field(|o| &o.attention),
         }
     }
+}
+
+/// `f(i)` for every `i` of `items`, in order, the two halves of the range side by side where
+/// [`flops::join`] allows.
+fn side_by_side<T: Send>(
+    t: &Tensor<4>,
+    items: std::ops::Range<usize>,
+    f: &(impl Fn(usize) -> T + Sync),
+) -> Vec<T> {
+    if items.len() <= 1 {
+        return items.map(f).collect();
+    }
+    let mid = items.start + items.len() / 2;
+    let (mut first, second) = flops::join(
+        t,
+        || side_by_side(t, items.start..mid, f),
+        || side_by_side(t, mid..items.end, f),
+    );
+    first.extend(second);
+    first
 }
 
 fn check_inputs(source_image: &Tensor<4>, source_pose: &Tensor<4>, target_pose: &Tensor<4>) {
@@ -325,19 +347,25 @@ impl Generator {
     ) -> GeneratorOutput {
         check_inputs(&source_image, &source_pose, &target_pose);
         let [b, _, h, w] = source_image.dims();
-        if b > 1 && h * w >= SAMPLE_BY_SAMPLE_PIXELS && !source_image.device().is_autodiff() {
-            // G has no batch statistics, so without autodiff every sample can run on its own:
-            // the same result, with one sample's activations in cache instead of a batch's
-            // streaming through memory.
+        if b > 1 && !source_image.device().is_autodiff() {
+            // G has no batch statistics, so without autodiff every sample can run on its own,
+            // with the same result. Large pictures run one after the other, with one sample's
+            // activations in cache instead of a batch's streaming through memory; small ones
+            // (Market) in halves side by side, whose layers each keep a core busier than one
+            // layer of the whole batch keeps two.
             let item = |t: &Tensor<4>, i: usize| t.clone().slice_dim(0, i..i + 1);
-            let outputs = (0..b)
-                .map(|i| {
-                    let x = item(&source_image, i);
-                    let features = self.source.pyramid(x.clone());
-                    let (p1, p2) = (item(&source_pose, i), item(&target_pose, i));
-                    self.forward_with_source(features, x, p1, p2)
-                })
-                .collect();
+            let sample = |i: usize| {
+                self.forward(
+                    item(&source_image, i),
+                    item(&source_pose, i),
+                    item(&target_pose, i),
+                )
+            };
+            let outputs = if h * w >= SAMPLE_BY_SAMPLE_PIXELS {
+                (0..b).map(sample).collect()
+            } else {
+                side_by_side(&source_image, 0..b, &sample)
+            };
             return GeneratorOutput::cat(outputs);
         }
         // The source encoder runs beside the flow estimator and the target encoder (on the CPU
@@ -523,9 +551,16 @@ mod tests {
     fn a_batch_runs_sample_by_sample_without_autodiff_with_the_batched_result() {
         let device = Device::flex();
         let g = narrow_market_generator(&device);
-        // 256 x 128 = SAMPLE_BY_SAMPLE_PIXELS: `forward` splits the batch.
-        let wave = |c: usize, phase: f64| wave([3, c, 256, 128], 0.21, phase, &device);
-        let (image, p1, p2) = (wave(3, 0.0), wave(18, 1.0).abs(), wave(18, 2.0).abs());
+        // 256 x 128 = SAMPLE_BY_SAMPLE_PIXELS: `forward` runs the samples one after the other;
+        // 128 x 64, below it: in halves side by side (5 samples: uneven halves, in order).
+        for [b, h, w] in [[3, 256, 128], [5, 128, 64]] {
+            let wave = |c: usize, phase: f64| wave([b, c, h, w], 0.21, phase, &device);
+            let (image, p1, p2) = (wave(3, 0.0), wave(18, 1.0).abs(), wave(18, 2.0).abs());
+            check_split_forward(&g, image, p1, p2);
+        }
+    }
+
+    fn check_split_forward(g: &Generator, image: Tensor<4>, p1: Tensor<4>, p2: Tensor<4>) {
         // `forward_with_source` always runs the whole batch at once.
         let batched = g.forward_with_source(
             g.encode_source(image.clone()),
