@@ -831,7 +831,14 @@ pub(super) fn conv_transpose2d_prepared(
     let oc = g.out_channels;
     assert_eq!(x.len(), n * c * h * w, "conv_transpose2d: input size");
     let (phases, margin, size) = match kernel {
-        TransposedKernel::Winograd(conv, t) => return super::winograd::conv2d(x, t, bias, conv),
+        TransposedKernel::Winograd(conv, t) => {
+            // The kernel serves any batch: the convolution's is this call's.
+            let conv = ConvGeometry {
+                input: g.input,
+                ..*conv
+            };
+            return super::winograd::conv2d(x, t, bias, &conv);
+        }
         TransposedKernel::Phases {
             phases,
             margin,

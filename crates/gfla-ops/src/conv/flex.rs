@@ -49,7 +49,7 @@ fn conv2d(
     if !constant {
         return cpu::conv2d(x, &values(w), b, g);
     }
-    let kernel = cache::prepared(w, Purpose::Conv(*g), cpu::ConvKernel::bytes, |reused| {
+    let kernel = cache::prepared(w, Purpose::conv(g), cpu::ConvKernel::bytes, |reused| {
         cpu::prepare_conv(&values(w), g, reused)
     });
     cpu::conv2d_prepared(x, &kernel, b, g)
@@ -68,7 +68,7 @@ fn conv_transpose2d(
     }
     let kernel = cache::prepared(
         w,
-        Purpose::Transposed(*g),
+        Purpose::transposed(g),
         cpu::TransposedKernel::bytes,
         |reused| cpu::prepare_transposed(&values(w), g, reused),
     );

@@ -226,7 +226,8 @@ mod tests {
     }
 
     /// Inference (no autodiff) keeps each weight's prepared kernel between calls: the second
-    /// call gives the same values, and a weight changed by an op (which Flex would do in place
+    /// call gives the same values, a call at another batch size Burn's, and a weight changed by
+    /// an op (which Flex would do in place
     /// on a tensor that owned its storage alone) or dropped and replaced is prepared anew.
     #[test]
     fn inference_reuses_kernels_and_follows_weight_changes() {
@@ -273,6 +274,10 @@ mod tests {
             ours(x.clone(), w.clone())
                 .into_data()
                 .assert_eq(&first, true);
+            // Another batch size, with the kernel kept from the first.
+            let x3 = Tensor::cat(vec![x.clone(), x.clone().flip([3]), x.clone().neg()], 0);
+            let y = ours(x3.clone(), w.clone()).into_data();
+            y.assert_approx_eq(&burns(x3, w.clone()).into_data(), tol);
             // The only reference outside the cache, so a candidate for an in-place update.
             let w = w.add_scalar(0.5);
             let y = ours(x.clone(), w.clone()).into_data();

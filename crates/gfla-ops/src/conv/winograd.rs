@@ -486,6 +486,8 @@ pub(super) fn conv2d(
 ) -> Vec<f32> {
     let Transformed { algorithm, ref u } = *kernel;
     let [n, c, h, w] = g.input;
+    // The output is written through raw pointers for `n` items: the input must hold them.
+    assert_eq!(x.len(), n * c * h * w, "winograd::conv2d: input size");
     let o = g.out_channels;
     let [top, left, _, _] = g.padding;
     let [oh, ow] = g.output();
