@@ -46,7 +46,7 @@ pub struct Args {
     /// Target pose files or folders of them; several poses give one frame each and a GIF.
     #[arg(long, num_args = 1..)]
     pub target_pose: Vec<PathBuf>,
-    /// Output picture; with several target poses, OUT_<pose>.png per pose and OUT.gif.
+    /// Output picture; with several target poses, OUT_{pose}.png per pose and OUT.gif.
     #[arg(long, default_value = "target/pose_transfer/result.png")]
     pub output: PathBuf,
     /// Generator weights: an official checkpoint (latest_net_G.pth) or a native .safetensors.
