@@ -24,14 +24,30 @@ use burn::train::renderer::{
     MetricsRendererTraining,
 };
 use burn::train::{
-    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, SupervisedLearningStrategy,
-    SupervisedTrainingEventProcessor, TrainLoader, TrainingComponents, TrainingItem, ValidLoader,
+    EventProcessorTraining, InferenceStep, Interrupter, Learner, LearnerEvent,
+    SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader, TrainingComponents,
+    TrainingError, TrainingItem, ValidLoader,
 };
 use gfla_model::{ModelSpec, PoseTransfer};
 
 use crate::dataset::PairBatch;
 use crate::learner::{Gfla, GflaOutput};
 use crate::train::{StepLog, sample_picture};
+
+/// The next batch of a split, or `None` at its end or after a loading error, which stops the
+/// run through `interrupter`.
+fn next_batch<B, E: Into<TrainingError>>(
+    batches: &mut impl Iterator<Item = std::result::Result<B, E>>,
+    interrupter: &Interrupter,
+) -> Option<B> {
+    match batches.next()? {
+        Ok(batch) => Some(batch),
+        Err(e) => {
+            interrupter.fail(e);
+            None
+        }
+    }
+}
 
 /// The folder (under the run's) of burn-train's checkpoints and of our step files.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
@@ -269,14 +285,7 @@ impl SupervisedLearningStrategy<Gfla> for GflaStrategy {
             // Within the epoch, as burn-train's own strategies count (its iteration-speed
             // metric divides it by the epoch's time).
             let mut iteration = 0;
-            while let Some(batch) = batches.next() {
-                let batch = match batch {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        interrupter.fail(e);
-                        break;
-                    }
-                };
+            while let Some(batch) = next_batch(&mut batches, &interrupter) {
                 step += 1;
                 iteration += 1;
                 let output = learner.train_step(batch);
@@ -339,14 +348,7 @@ impl SupervisedLearningStrategy<Gfla> for GflaStrategy {
                 ));
                 let mut batches = valid.iter();
                 let mut iteration = 0;
-                while let Some(batch) = batches.next() {
-                    let batch = match batch {
-                        Ok(batch) => batch,
-                        Err(e) => {
-                            interrupter.fail(e);
-                            break;
-                        }
-                    };
+                while let Some(batch) = next_batch(&mut batches, &interrupter) {
                     iteration += 1;
                     let output: GflaOutput = InferenceStep::step(&model, batch);
                     let item = TrainingItem::new(output, batches.progress(), Some(iteration), None);
