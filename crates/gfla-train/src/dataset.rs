@@ -178,8 +178,15 @@ impl PairDataset {
     /// official loader does.
     fn picture(&self, name: &str, transform: &Affine) -> Result<Vec<f32>, DatasetError> {
         let [h, w] = self.layout.image_size();
-        let img = image::open(self.images.join(name))
-            .map_err(DatasetError::new)?
+        let path = self.images.join(name);
+        // Read per batch, long after the set was opened: the error names the file.
+        let img = image::open(&path)
+            .map_err(|e| {
+                DatasetError::new(std::io::Error::other(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))
+            })?
             .to_rgb8();
         Ok(normalised(&transform.apply_image(&resized(&img, h, w))))
     }

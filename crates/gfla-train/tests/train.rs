@@ -179,6 +179,38 @@ fn a_seed_fixes_the_run_and_a_blow_up_stops_it() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// Pictures that go missing after the data set was opened (a lazy loader reads them per
+/// batch): the run stops at the first batch with an error that names the file.
+#[test]
+fn a_picture_gone_missing_stops_the_run_naming_it() {
+    let _one_at_a_time = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tiny_set("missing");
+    let config = TrainConfig {
+        steps: 2,
+        batch_size: 2,
+        weights: LossWeights::end_to_end().without_vgg(),
+        checkpoint_every: 100,
+        sample_every: 0,
+        workers: 1,
+        ..TrainConfig::default()
+    };
+    let device = Device::flex().autodiff();
+    let model = PoseTransfer::init(tiny_spec(), &device);
+    let data = PairDataset::open(&root, Layout::Market, "train").unwrap();
+    let mut gone = Vec::new();
+    for entry in std::fs::read_dir(root.join("train")).unwrap() {
+        let path = entry.unwrap().path();
+        gone.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        std::fs::remove_file(path).unwrap();
+    }
+    let err = match train(Start::Fresh(model), quiet_run(&root, data, None), &config) {
+        Ok(_) => panic!("a run without its pictures finished"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(gone.iter().any(|name| err.contains(name.as_str())), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
 #[test]
 fn the_vgg_terms_refuse_to_run_without_vgg() {
     let _one_at_a_time = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
