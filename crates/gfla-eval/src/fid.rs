@@ -203,6 +203,8 @@ mod tests {
     use super::*;
     use std::cell::Cell;
 
+    use crate::networks::ChannelMeans;
+
     #[test]
     fn batches_follow_the_script() {
         let gfla = |r, g| FidBatches::new(InceptionWeights::Torchvision, r, g);
@@ -231,30 +233,6 @@ mod tests {
         );
         let fid = FidBatches::new(InceptionWeights::PytorchFid, 99, 70);
         assert_eq!((fid.real_used, fid.generated_used), (99, 70));
-    }
-
-    /// Features = the mean of each channel of the image; counts the images it sees.
-    struct ChannelMeans(Cell<usize>);
-
-    impl FeatureExtractor for ChannelMeans {
-        fn dim(&self) -> usize {
-            3
-        }
-
-        fn features(&mut self, batch: &[Image]) -> anyhow::Result<Vec<Vec<f64>>> {
-            self.0.set(self.0.get() + batch.len());
-            Ok(batch
-                .iter()
-                .map(|img| {
-                    (0..3)
-                        .map(|c| {
-                            let p = img.plane(c);
-                            p.iter().map(|&v| f64::from(v)).sum::<f64>() / p.len() as f64
-                        })
-                        .collect()
-                })
-                .collect())
-        }
     }
 
     #[test]

@@ -71,39 +71,44 @@ pub trait PerceptualDistance {
     }
 }
 
+/// A feature extractor for tests: the mean of each channel of the image, enough to check
+/// batching and the statistics plumbing; counts the images it sees.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct ChannelMeans(pub(crate) std::cell::Cell<usize>);
+
+#[cfg(test)]
+impl FeatureExtractor for ChannelMeans {
+    fn dim(&self) -> usize {
+        3
+    }
+
+    fn features(&mut self, batch: &[Image]) -> anyhow::Result<Vec<Vec<f64>>> {
+        self.0.set(self.0.get() + batch.len());
+        Ok(batch
+            .iter()
+            .map(|img| {
+                (0..3)
+                    .map(|c| {
+                        let p = img.plane(c);
+                        p.iter().map(|&v| f64::from(v)).sum::<f64>() / p.len() as f64
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Features = per-channel means: enough to check batching and the statistics plumbing.
-    struct ChannelMeans;
-
-    impl FeatureExtractor for ChannelMeans {
-        fn dim(&self) -> usize {
-            3
-        }
-
-        fn features(&mut self, batch: &[Image]) -> anyhow::Result<Vec<Vec<f64>>> {
-            Ok(batch
-                .iter()
-                .map(|img| {
-                    (0..3)
-                        .map(|c| {
-                            let p = img.plane(c);
-                            p.iter().map(|&v| f64::from(v)).sum::<f64>() / p.len() as f64
-                        })
-                        .collect()
-                })
-                .collect())
-        }
-    }
 
     #[test]
     fn statistics_drop_the_partial_batch() {
         let flat = |v: f32| Image::new(3, 2, 2, vec![v; 12]).unwrap();
         let images = [flat(0.0), flat(1.0), flat(0.5)];
         // Batch 2: only the first two images count → mean 0.5, variance 0.5 per channel.
-        let s = ChannelMeans.statistics(&images, 2).unwrap();
+        let s = ChannelMeans::default().statistics(&images, 2).unwrap();
         assert_eq!(s.mean, [0.5; 3]);
         assert_eq!(s.covariance, [0.5; 9]);
     }
