@@ -61,6 +61,17 @@ pub(crate) fn join<A: Send, B: Send>(
     (a, b)
 }
 
+/// [`gfla_ops::on_pool`], with the MACs of `f` (which may run on another thread) added to the
+/// count open on this thread.
+pub(crate) fn on_pool<R: Send>(t: &Tensor<4>, f: impl FnOnce() -> R + Send) -> R {
+    if MACS.get().is_none() {
+        return ops::on_pool(t, f);
+    }
+    let (out, macs) = ops::on_pool(t, || isolated(f));
+    add(macs);
+    out
+}
+
 /// Adds `macs` to the running count, if one is open on this thread.
 pub(crate) fn add(macs: u64) {
     MACS.with(|m| {

@@ -368,18 +368,22 @@ impl Generator {
             };
             return GeneratorOutput::cat(outputs);
         }
-        // The source encoder runs beside the flow estimator and the target encoder (on the CPU
-        // without autodiff): on small maps one layer alone leaves cores idle.
+        // On the CPU without autodiff the whole pass runs on a pool thread (its parallel ops
+        // then start at once instead of waking a pool thread each), and the source encoder
+        // beside the flow estimator and the target encoder: on small maps one layer alone
+        // leaves cores idle.
         let inputs = Tensor::cat(
             vec![source_image.clone(), source_pose, target_pose.clone()],
             1,
         );
-        let (source_features, (flows, masks, x)) = flops::join(
-            &source_image,
-            || self.source.pyramid(source_image.clone()),
-            || self.flows_and_target(inputs, target_pose),
-        );
-        self.render(source_features, flows, masks, x)
+        flops::on_pool(&source_image, || {
+            let (source_features, (flows, masks, x)) = flops::join(
+                &source_image,
+                || self.source.pyramid(source_image.clone()),
+                || self.flows_and_target(inputs, target_pose),
+            );
+            self.render(source_features, flows, masks, x)
+        })
     }
 
     /// The source encoder's pyramid, `[1/2, 1/4, 1/8]` (finest first): what

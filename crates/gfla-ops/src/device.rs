@@ -52,6 +52,19 @@ pub fn join<A: Send, B: Send>(
     (a(), b())
 }
 
+/// `f()`, run on one of the CPU pool's threads where `t`'s device is Flex without autodiff
+/// (in place elsewhere). Each parallel op called from outside the pool hands its work to a
+/// pool thread and waits for it, and a network makes over a hundred such calls; from inside,
+/// the calling thread works on its share at once.
+pub fn on_pool<R: Send>(t: &Tensor<4>, f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(feature = "flex")]
+    if kernels(t) == Kernels::Flex && !t.device().is_autodiff() {
+        return rayon::scope(|_| f());
+    }
+    let _ = t;
+    f()
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::Device;
@@ -59,11 +72,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn join_returns_both_results_in_order_on_every_device() {
+    fn join_and_on_pool_return_their_results_on_every_device() {
         for device in [Device::flex(), Device::flex().autodiff()] {
             let t = Tensor::<4>::ones([1, 1, 2, 2], &device);
             let (a, b) = join(&t, || t.clone().sum().into_scalar::<f32>(), || "b");
             assert_eq!((a, b), (4.0, "b"));
+            assert_eq!(on_pool(&t, || t.clone().sum().into_scalar::<f32>()), 4.0);
         }
     }
 }
