@@ -277,15 +277,20 @@ fn run_phases(
     }
     let widest = groups.iter().map(Vec::len).max().unwrap_or(1);
     let split = Split::new(rows * groups.len(), wp * widest, oc);
-    let tasks: Vec<(usize, usize, usize)> = groups
-        .iter()
-        .enumerate()
-        .flat_map(|(i, g)| {
-            let row_blocks = g[0].size[0].div_ceil(split.rows);
-            (0..row_blocks).flat_map(move |r| {
-                (0..oc.div_ceil(split.channels))
-                    .map(move |c| (i, r * split.rows, c * split.channels))
-            })
+    // Row block outer, group inner: the groups of a transposed layer differ in taps (1 and 2
+    // kernel rows at stride 2), and rayon hands each thread a contiguous half of the list, so
+    // group-outer gave one thread the cheap tasks and the other the dear ones.
+    let row_blocks = rows.div_ceil(split.rows);
+    let tasks: Vec<(usize, usize, usize)> = (0..row_blocks)
+        .flat_map(|r| {
+            groups
+                .iter()
+                .enumerate()
+                .filter(move |(_, g)| r * split.rows < g[0].size[0])
+                .flat_map(move |(i, _)| {
+                    (0..oc.div_ceil(split.channels))
+                        .map(move |c| (i, r * split.rows, c * split.channels))
+                })
         })
         .collect();
     let plane = oh * ow;
