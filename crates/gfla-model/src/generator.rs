@@ -274,14 +274,6 @@ pub struct GeneratorOutput {
     pub attention: Vec<Tensor<4>>,
 }
 
-/// From this many pixels per image on, [`Generator::forward`] without autodiff runs a batch
-/// sample by sample; below it, in halves side by side. Measured on 2 cores: DeepFashion
-/// (256 x 176) batch 8 takes 3.3 s one sample after the other against 3.8 s at once; Market
-/// (128 x 64) batch 8 0.24-0.25 s in halves side by side against 0.30-0.31 s at once (with
-/// kept kernels; 0.45 s at once against 0.53 s one after the other when every call reordered
-/// its kernels).
-const SAMPLE_BY_SAMPLE_PIXELS: usize = 1 << 15;
-
 impl GeneratorOutput {
     /// The outputs of single samples as one batch.
     fn cat(outputs: Vec<GeneratorOutput>) -> Self {
@@ -346,13 +338,14 @@ impl Generator {
         target_pose: Tensor<4>,
     ) -> GeneratorOutput {
         check_inputs(&source_image, &source_pose, &target_pose);
-        let [b, _, h, w] = source_image.dims();
-        if b > 1 && !source_image.device().is_autodiff() {
+        let b = source_image.dims()[0];
+        if b > 1 && gfla_ops::cpu_pool(&source_image) {
             // G has no batch statistics, so without autodiff every sample can run on its own,
-            // with the same result. Large pictures run one after the other, with one sample's
-            // activations in cache instead of a batch's streaming through memory; small ones
-            // (Market) in halves side by side, whose layers each keep a core busier than one
-            // layer of the whole batch keeps two.
+            // with the same result. On the CPU, in halves side by side, each sample's activations in cache
+            // instead of a batch's streaming through memory. Measured on 2 cores, batch 8:
+            // DeepFashion (256 x 176) 1.88-1.92 s against 2.09-2.21 s one sample after the
+            // other (3.8 s batched in an earlier release); Market (128 x 64) 0.24-0.25 s
+            // against 0.30-0.31 s batched.
             let item = |t: &Tensor<4>, i: usize| t.clone().slice_dim(0, i..i + 1);
             let sample = |i: usize| {
                 self.forward(
@@ -361,12 +354,7 @@ impl Generator {
                     item(&target_pose, i),
                 )
             };
-            let outputs = if h * w >= SAMPLE_BY_SAMPLE_PIXELS {
-                (0..b).map(sample).collect()
-            } else {
-                side_by_side(&source_image, 0..b, &sample)
-            };
-            return GeneratorOutput::cat(outputs);
+            return GeneratorOutput::cat(side_by_side(&source_image, 0..b, &sample));
         }
         // On the CPU without autodiff the whole pass runs on a pool thread (its parallel ops
         // then start at once instead of waking a pool thread each), and the source encoder
@@ -555,8 +543,8 @@ mod tests {
     fn a_batch_runs_sample_by_sample_without_autodiff_with_the_batched_result() {
         let device = Device::flex();
         let g = narrow_market_generator(&device);
-        // 256 x 128 = SAMPLE_BY_SAMPLE_PIXELS: `forward` runs the samples one after the other;
-        // 128 x 64, below it: in halves side by side (5 samples: uneven halves, in order).
+        // `forward` runs the samples in halves side by side (5 samples: uneven halves, in
+        // order), at two sizes.
         for [b, h, w] in [[3, 256, 128], [5, 128, 64]] {
             let wave = |c: usize, phase: f64| wave([b, c, h, w], 0.21, phase, &device);
             let (image, p1, p2) = (wave(3, 0.0), wave(18, 1.0).abs(), wave(18, 2.0).abs());

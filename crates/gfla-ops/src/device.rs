@@ -35,6 +35,12 @@ pub(crate) fn kernels<const D: usize>(t: &Tensor<D>) -> Kernels {
     }
 }
 
+/// Whether `t`'s device is Flex without autodiff: where [`join`] and [`on_pool`] use the CPU
+/// pool, and where work split into independent pieces runs faster than batched.
+pub fn cpu_pool(t: &Tensor<4>) -> bool {
+    kernels(t) == Kernels::Flex && !t.device().is_autodiff()
+}
+
 /// `(a(), b())`, both at once on the CPU pool where `t`'s device is Flex without autodiff;
 /// one after the other elsewhere (a GPU queues both anyway, and autodiff graphs are built by one
 /// thread in this crate). Independent branches of a network on small maps leave cores idle
@@ -45,7 +51,7 @@ pub fn join<A: Send, B: Send>(
     b: impl FnOnce() -> B + Send,
 ) -> (A, B) {
     #[cfg(feature = "flex")]
-    if kernels(t) == Kernels::Flex && !t.device().is_autodiff() {
+    if cpu_pool(t) {
         return rayon::join(a, b);
     }
     let _ = t;
@@ -58,7 +64,7 @@ pub fn join<A: Send, B: Send>(
 /// the calling thread works on its share at once.
 pub fn on_pool<R: Send>(t: &Tensor<4>, f: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "flex")]
-    if kernels(t) == Kernels::Flex && !t.device().is_autodiff() {
+    if cpu_pool(t) {
         return rayon::scope(|_| f());
     }
     let _ = t;
@@ -78,6 +84,7 @@ mod tests {
             let (a, b) = join(&t, || t.clone().sum().into_scalar::<f32>(), || "b");
             assert_eq!((a, b), (4.0, "b"));
             assert_eq!(on_pool(&t, || t.clone().sum().into_scalar::<f32>()), 4.0);
+            assert_eq!(cpu_pool(&t), !device.is_autodiff());
         }
     }
 }

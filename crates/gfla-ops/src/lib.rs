@@ -43,7 +43,7 @@ pub use activation::leaky_relu;
 pub use affine::{affine_regularization, residual_projector};
 pub use attention::{attend_blocks, blend, local_attention, local_attn_reshape};
 pub use block::{extract_blocks, extract_blocks_identity};
-pub use device::{join, on_pool};
+pub use device::{cpu_pool, join, on_pool};
 pub use flow::{flow_to_color, heatmap, resize_flow};
 pub use fused::{
     KernelPrediction, extract_patches, extractor_attention, local_attention_fused,
