@@ -65,6 +65,19 @@ fn quiet_run<'a>(root: &Path, data: PairDataset, vgg: Option<&'a Vgg19>) -> Run<
     }
 }
 
+/// `steps` steps of batch 2 without the VGG terms, one loading thread, no checkpoint or sample.
+fn short_run(steps: usize) -> TrainConfig {
+    TrainConfig {
+        steps,
+        batch_size: 2,
+        weights: LossWeights::end_to_end().without_vgg(),
+        checkpoint_every: 100,
+        sample_every: 0,
+        workers: 1,
+        ..TrainConfig::default()
+    }
+}
+
 fn mean(logs: &[StepLog], name: &str) -> f64 {
     logs.iter().map(|l| l.get(name).unwrap()).sum::<f64>() / logs.len() as f64
 }
@@ -137,15 +150,7 @@ fn the_losses_fall_over_a_few_dozen_steps() {
 fn a_seed_fixes_the_run_and_a_blow_up_stops_it() {
     let _one_at_a_time = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let root = tiny_set("seed");
-    let config = TrainConfig {
-        steps: 3,
-        batch_size: 2,
-        weights: LossWeights::end_to_end().without_vgg(),
-        checkpoint_every: 100,
-        sample_every: 0,
-        workers: 1,
-        ..TrainConfig::default()
-    };
+    let config = short_run(3);
     let a = run(&root, &config, None).unwrap();
     let b = run(&root, &config, None).unwrap();
     let values = |logs: &[StepLog]| -> Vec<f64> {
@@ -185,15 +190,7 @@ fn a_seed_fixes_the_run_and_a_blow_up_stops_it() {
 fn a_picture_gone_missing_stops_the_run_naming_it() {
     let _one_at_a_time = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let root = tiny_set("missing");
-    let config = TrainConfig {
-        steps: 2,
-        batch_size: 2,
-        weights: LossWeights::end_to_end().without_vgg(),
-        checkpoint_every: 100,
-        sample_every: 0,
-        workers: 1,
-        ..TrainConfig::default()
-    };
+    let config = short_run(2);
     let device = Device::flex().autodiff();
     let model = PoseTransfer::init(tiny_spec(), &device);
     let data = PairDataset::open(&root, Layout::Market, "train").unwrap();
