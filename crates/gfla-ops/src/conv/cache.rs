@@ -138,9 +138,9 @@ fn storage(weight: &FlexTensor) -> usize {
     Arc::as_ptr(&weight.data_arc()) as usize
 }
 
-/// The kernel of `weight` for `purpose`, from the cache or made by `prepare(true)` and kept;
-/// `prepare(false)`, not kept, when the cache is off or the kernel exceeds its limit alone.
-/// The flag tells `prepare` whether the kernel will be reused.
+/// The kernel of `weight` for `purpose`: from the cache, or made by `prepare(true)` and kept
+/// (not kept when it alone exceeds the limit); made by `prepare(false)` when the cache is off.
+/// The flag tells `prepare` whether the kernel is meant to serve many calls.
 pub(super) fn prepared<K: Any + Send + Sync>(
     weight: &FlexTensor,
     purpose: Purpose,
