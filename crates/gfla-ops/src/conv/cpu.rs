@@ -694,8 +694,9 @@ pub(super) enum TransposedKernel {
         margin: [usize; 2],
         size: [usize; 2],
     },
-    /// A stride-1 3x3 layer as the Winograd convolution of geometry `.0`.
-    Winograd(ConvGeometry, super::winograd::Transformed),
+    /// A stride-1 3x3 layer as a Winograd convolution
+    /// ([`super::winograd::transposed_as_conv`]).
+    Winograd(super::winograd::Transformed),
 }
 
 impl TransposedKernel {
@@ -703,7 +704,7 @@ impl TransposedKernel {
     pub(super) fn bytes(&self) -> usize {
         4 * match self {
             Self::Phases { phases, .. } => phases.iter().map(|ph| ph.rhs.len()).sum(),
-            Self::Winograd(_, t) => t.len(),
+            Self::Winograd(t) => t.len(),
         }
     }
 }
@@ -724,8 +725,8 @@ pub(super) fn prepare_transposed(
         c * oc * kh * kw,
         "conv_transpose2d: weight size"
     );
-    if let Some((conv, t)) = super::winograd::prepare_transposed(weight, g, reused) {
-        return TransposedKernel::Winograd(conv, t);
+    if let Some(t) = super::winograd::prepare_transposed(weight, g, reused) {
+        return TransposedKernel::Winograd(t);
     }
     let [oh, ow] = g.output;
     // Output index Y = s * Y' + a takes taps i = i0 + s * t, t < taps, from input row
@@ -836,12 +837,9 @@ pub(super) fn conv_transpose2d_prepared(
     let oc = g.out_channels;
     assert_eq!(x.len(), n * c * h * w, "conv_transpose2d: input size");
     let (phases, margin, size) = match kernel {
-        TransposedKernel::Winograd(conv, t) => {
-            // The kernel serves any batch: the convolution's is this call's.
-            let conv = ConvGeometry {
-                input: g.input,
-                ..*conv
-            };
+        TransposedKernel::Winograd(t) => {
+            let conv = super::winograd::transposed_as_conv(g)
+                .expect("conv_transpose2d: a Winograd kernel made for another geometry");
             return super::winograd::conv2d(x, t, bias, &conv);
         }
         TransposedKernel::Phases {

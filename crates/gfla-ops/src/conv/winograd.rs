@@ -551,23 +551,18 @@ pub(super) fn conv2d(
 
 /// A stride-1 3x3 transposed convolution (the input gradient of a 3x3 layer) as the
 /// convolution with the kernel flipped and its channel axes swapped, padded by `2 - crop`
-/// before and what makes the output size after: that convolution's geometry and transformed
-/// kernel, or `None` where that is no convolution this module computes.
-pub(super) fn prepare_transposed(
-    weight: &[f32],
-    g: &TransposedGeometry,
-    reused: bool,
-) -> Option<(ConvGeometry, Transformed)> {
-    let [_, c, h, w] = g.input;
-    let o = g.out_channels;
+/// before and what makes the output size after: that convolution's geometry (for the call's
+/// batch), or `None` where there is no such convolution.
+pub(super) fn transposed_as_conv(g: &TransposedGeometry) -> Option<ConvGeometry> {
+    let [_, _, h, w] = g.input;
     let [oh, ow] = g.output;
     if g.kernel != [3, 3] || g.stride != [1, 1] || g.crop.iter().any(|&p| p > 2) {
         return None;
     }
     let (top, left) = (2 - g.crop[0], 2 - g.crop[1]);
-    let conv = ConvGeometry {
+    Some(ConvGeometry {
         input: g.input,
-        out_channels: o,
+        out_channels: g.out_channels,
         kernel: [3, 3],
         stride: [1, 1],
         padding: [
@@ -576,8 +571,21 @@ pub(super) fn prepare_transposed(
             (oh + 2).checked_sub(h + top)?,
             (ow + 2).checked_sub(w + left)?,
         ],
-    };
+    })
+}
+
+/// The transformed kernel of the convolution [`transposed_as_conv`] makes of `g`, for
+/// `weight` (`[C, O, 3, 3]`), where an algorithm computes it and pays; `reused` as in
+/// [`prepare`].
+pub(super) fn prepare_transposed(
+    weight: &[f32],
+    g: &TransposedGeometry,
+    reused: bool,
+) -> Option<Transformed> {
+    let conv = transposed_as_conv(g)?;
     Algorithm::of(&conv, reused)?;
+    let [_, c, _, _] = g.input;
+    let o = g.out_channels;
     // [C, O, 3, 3] to [O, C, 3, 3], each kernel rotated by half a turn.
     let mut flipped = vec![0.0f32; o * c * 9];
     flipped
@@ -590,8 +598,7 @@ pub(super) fn prepare_transposed(
                 }
             }
         });
-    let t = prepare(&flipped, &conv, reused)?;
-    Some((conv, t))
+    prepare(&flipped, &conv, reused)
 }
 
 #[cfg(test)]
