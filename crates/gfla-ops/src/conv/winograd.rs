@@ -50,10 +50,14 @@ impl Algorithm {
         }
         let [oh, ow] = g.output();
         let tiles = n * oh.div_ceil(2) * ow.div_ceil(2);
-        let least = |once: usize, reused_: usize| match () {
-            _ if cfg!(test) => 0,
-            _ if reused => reused_,
-            _ => once,
+        let least = |once: usize, kept: usize| {
+            if cfg!(test) {
+                0
+            } else if reused {
+                kept
+            } else {
+                once
+            }
         };
         match (g.kernel, g.stride) {
             ([3, 3], [1, 1]) if c >= 8 && o >= 16 && tiles >= least(64, REUSED_3X3) => {
