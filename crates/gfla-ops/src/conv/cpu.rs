@@ -5,7 +5,8 @@
 //! row `q = y * width + x` is the `kw * C` values starting at pixel `q + u * width` of `P`:
 //! consecutive rows overlap, so it is a strided view of `P` and never copied. Output columns
 //! `x >= cols` of each row are computed and dropped (a few percent of the work), which is what
-//! makes one product cover a whole block of rows.
+//! makes one product cover a whole block of rows. The products ([`super::panel`]) sum over all
+//! kernel rows at once, against the kernel packed in panels of output channels.
 //!
 //! A stride-`s` convolution becomes a stride-1 one over `P` in space-to-depth order (each
 //! `s x s` block of pixels is one pixel of `s*s*C` channels), and a transposed convolution of
@@ -14,14 +15,15 @@
 
 use rayon::prelude::*;
 
+use super::panel::{self, LANES, Segment};
 use crate::simd::{Disjoint, dot};
 
 /// Output elements per parallel task (rows of the product times output channels): big enough
 /// for the GEMM to reach speed, small enough to give two cores several tasks.
 const TASK_ELEMENTS: usize = 1 << 17;
 
-/// Output channels per block when reordering kernels.
-const CHANNEL_BLOCK: usize = 16;
+/// Output channels per block when reordering kernels: one panel of a [`Phase`]'s kernel.
+const CHANNEL_BLOCK: usize = LANES;
 
 /// Kernel taps per tile when reordering kernels.
 const TAP_BLOCK: usize = 16;
@@ -80,7 +82,8 @@ struct Padded {
 
 /// One stride-1 correlation over [`Padded`] whose output lands strided in the NCHW output.
 pub(super) struct Phase {
-    /// The kernel as `kh` row blocks of `[kw * C, out_channels]`.
+    /// The kernel as `kh` row blocks of `[kw * C, out_channels]`, each packed in panels of
+    /// [`LANES`] output channels (`[kh][O / LANES][kw * C][LANES]`, see [`packed`]).
     rhs: Vec<f32>,
     kernel: [usize; 2],
     /// Pixel of `P` under output (0, 0)'s top-left tap.
@@ -90,6 +93,12 @@ pub(super) struct Phase {
     /// Output (y, x) lands at row `offset[0] + step[0] * y`, column `offset[1] + step[1] * x`.
     offset: [usize; 2],
     step: [usize; 2],
+}
+
+/// Where a [`Phase`]'s kernel holds kernel row `u`, value `j` of its `k`, output channel `o`
+/// of `oc`.
+fn packed(u: usize, j: usize, o: usize, k: usize, oc: usize) -> usize {
+    ((u * oc.div_ceil(LANES) + o / LANES) * k + j) * LANES + o % LANES
 }
 
 /// A matrix operand: values, row stride, column stride.
@@ -202,7 +211,8 @@ struct Split {
 
 impl Split {
     /// At most [`TASK_ELEMENTS`] per task, and at least two tasks per thread when the rows
-    /// allow it, then cutting channels (in blocks of at least 16) for small, deep maps.
+    /// allow it, then cutting channels (in whole kernel panels of [`LANES`]) for small, deep
+    /// maps.
     fn new(rows: usize, width: usize, channels: usize) -> Self {
         let want = 2 * rayon::current_num_threads();
         let by_size = (TASK_ELEMENTS / (width * channels).max(1)).max(1);
@@ -211,7 +221,8 @@ impl Split {
         let cuts = want.div_ceil(blocks).min(channels.div_ceil(16)).max(1);
         Self {
             rows: block,
-            channels: channels.div_ceil(cuts),
+            // Whole panels of the kernel.
+            channels: channels.div_ceil(cuts).next_multiple_of(LANES),
         }
     }
 }
@@ -224,7 +235,7 @@ fn direct_kernel(ph: &Phase, channels: usize, oc: usize) -> Vec<f32> {
     for u in 0..kh {
         for j in 0..k {
             for o in 0..oc {
-                out[(u * DIRECT + o) * k + j] = ph.rhs[(u * k + j) * oc + o];
+                out[(u * DIRECT + o) * k + j] = ph.rhs[packed(u, j, o, k, oc)];
             }
         }
     }
@@ -303,37 +314,41 @@ fn run_phases(
         let n = channels.len();
         let m = rows * wp;
         SCRATCH.with_borrow_mut(|acc| {
-            // One `m x n` product per phase; the first kernel row overwrites (the buffer is
-            // only grown, never cleared). A transposed phase may have no taps at all: its
-            // output is the bias.
+            // One `m x n` product per phase over all its kernel rows, which overwrites (the
+            // buffer is only grown, never cleared). A transposed phase may have no taps at
+            // all: its output is the bias.
             if acc.len() < group.len() * m * n {
                 acc.resize(group.len() * m * n, 0.0);
             }
             for (g, ph) in group.iter().enumerate() {
-                let [kh, kw] = ph.kernel;
-                let kh = if tapped(ph) { kh } else { 0 };
-                let k = kw * p.channels;
-                let acc = &mut acc[g * m * n..][..m * n];
-                for u in 0..kh {
-                    let start = ((ph.origin[0] + y0 + u) * wp + ph.origin[1]) * p.channels;
-                    let taps = &ph.rhs[u * k * oc + c0..(u + 1) * k * oc];
-                    // Output channels are the product's rows, so that the image view is read
-                    // along its contiguous channels.
-                    product(
-                        (acc, m, 1),
-                        u > 0,
-                        [n, m, k],
-                        (taps, 1, oc),
-                        (&p.data[start..], 1, p.channels),
-                    );
+                if !tapped(ph) {
+                    continue;
                 }
+                let [kh, kw] = ph.kernel;
+                let k = kw * p.channels;
+                let row = k * oc.next_multiple_of(LANES);
+                let segments: Vec<Segment> = (0..kh)
+                    .map(|u| Segment {
+                        start: ((ph.origin[0] + y0 + u) * wp + ph.origin[1]) * p.channels,
+                        panels: &ph.rhs[u * row..][..row],
+                    })
+                    .collect();
+                let acc = &mut acc[g * m * n..][..m * n];
+                panel::product_pixels(acc, [m, n, k], &p.data, p.channels, &segments, c0 / LANES);
             }
             for (j, c) in channels.enumerate() {
                 let b = bias.map_or(0.0, |b| b[c]);
                 for y in 0..rows {
                     let oy = first.offset[0] + step[0] * (y0 + y);
                     let row = c * plane + oy * ow;
-                    let src = |g: usize| &acc[g * m * n + j * m + y * wp..][..group[g].size[1]];
+                    // The products are `[pixel][channel]`: a row of one channel is strided.
+                    let at = |g: usize, x: usize| acc[g * m * n + (y * wp + x) * n + j];
+                    let src = |g: usize| {
+                        acc[g * m * n + y * wp * n + j..]
+                            .iter()
+                            .step_by(n)
+                            .take(group[g].size[1])
+                    };
                     if group.len() == 1 && step[1] == 1 && tapped(first) {
                         let cols = first.size[1];
                         // SAFETY: columns offset..offset + cols of output row `oy` of channel
@@ -361,13 +376,12 @@ fn run_phases(
                         // SAFETY: output row `oy` of channel `c` is inside `out` and belongs to
                         // this task only (its row parity, row block and channel block).
                         let out = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(row), ow) };
-                        let (s0, s1) = (src(0), src(1));
-                        for ((pair, a), e) in out.chunks_exact_mut(2).zip(s0).zip(s1) {
+                        for ((pair, a), e) in out.chunks_exact_mut(2).zip(src(0)).zip(src(1)) {
                             pair[0] = a + b;
                             pair[1] = e + b;
                         }
                         if ow % 2 == 1 {
-                            out[ow - 1] = s0[ow / 2] + b;
+                            out[ow - 1] = at(0, ow / 2) + b;
                         }
                         continue;
                     }
@@ -377,7 +391,7 @@ fn run_phases(
                     for x in 0..cols {
                         for (g, ph) in group.iter().enumerate() {
                             if x < ph.size[1] {
-                                let v = if tapped(ph) { src(g)[x] + b } else { b };
+                                let v = if tapped(ph) { at(g, x) + b } else { b };
                                 // SAFETY: (c, oy, offset + step * x) is inside `out` and
                                 // belongs to this task only (its row parity, row block and
                                 // channel block).
@@ -465,7 +479,8 @@ pub(super) fn prepare_conv(weight: &[f32], g: &ConvGeometry, reused: bool) -> Co
         return ConvKernel::Winograd(t);
     }
     let s2d = SpaceToDepth::new(g);
-    let mut rhs = vec![0.0f32; s2d.taps_len() * oc];
+    let k = s2d.kernel[1] * s2d.channels;
+    let mut rhs = vec![0.0f32; s2d.taps_len() * oc.next_multiple_of(LANES)];
     let rows = s2d.rows();
     // In parallel blocks of output channels, a tile of taps at a time: each weight cache line
     // is read whole, and each kernel-matrix row is written in contiguous pieces. (Reading one
@@ -486,11 +501,11 @@ pub(super) fn prepare_conv(weight: &[f32], g: &ConvGeometry, reused: bool) -> Co
                     }
                 }
                 for (t, &row) in rows[t0..t1].iter().enumerate() {
-                    // SAFETY: `row < taps_len`, so `row * oc + block` is inside `rhs`; the
+                    // SAFETY: `row < taps_len`, so the block's panel row is inside `rhs`; the
                     // channels of `block` belong to this task only.
                     let out = unsafe {
                         std::slice::from_raw_parts_mut(
-                            dst.ptr().add(row * oc + block.start),
+                            dst.ptr().add(packed(row / k, row % k, block.start, k, oc)),
                             block.len(),
                         )
                     };
@@ -772,7 +787,8 @@ pub(super) fn prepare_transposed(
                 continue;
             }
             let (ta, tb) = (ra.taps, cb.taps);
-            let mut rhs = vec![0.0f32; ta * tb * c * oc];
+            let k = tb * c;
+            let mut rhs = vec![0.0f32; ta * k * oc.next_multiple_of(LANES)];
             let dst = Disjoint(rhs.as_mut_ptr());
             // In parallel over input channels: channel `ci`'s `O * kh * kw` weights are one
             // contiguous block, read for every tap while in cache.
@@ -782,16 +798,19 @@ pub(super) fn prepare_transposed(
                     for v in 0..tb {
                         let i = ra.i0 + sh * (ta - 1 - u);
                         let j = cb.i0 + sw * (tb - 1 - v);
-                        // SAFETY: row `(u * tb + v) * c + ci` of `rhs` has `oc` values and
-                        // belongs to channel `ci`'s task only.
-                        let row = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                dst.ptr().add(((u * tb + v) * c + ci) * oc),
-                                oc,
-                            )
-                        };
-                        for (o, r) in row.iter_mut().enumerate() {
-                            *r = src[(o * kh + i) * kw + j];
+                        for o0 in (0..oc).step_by(LANES) {
+                            let lanes = LANES.min(oc - o0);
+                            // SAFETY: value `v * c + ci` of kernel row `u` in the panel of
+                            // `o0`: inside `rhs`, and channel `ci`'s task's only.
+                            let row = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    dst.ptr().add(packed(u, v * c + ci, o0, k, oc)),
+                                    lanes,
+                                )
+                            };
+                            for (l, r) in row.iter_mut().enumerate() {
+                                *r = src[((o0 + l) * kh + i) * kw + j];
+                            }
                         }
                     }
                 }

@@ -26,6 +26,8 @@ mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
+mod panel;
+#[cfg(feature = "flex")]
 mod winograd;
 
 #[cfg(feature = "flex")]

@@ -11,7 +11,8 @@
 
 use rayon::prelude::*;
 
-use super::cpu::{ConvGeometry, TransposedGeometry, product};
+use super::cpu::{ConvGeometry, TransposedGeometry};
+use super::panel;
 use crate::simd::Disjoint;
 
 /// Floats of a block's transformed input (`16 * C * tiles`): 1 MiB, a core's L2 here.
@@ -116,6 +117,8 @@ pub(super) fn prepare(weight: &[f32], g: &ConvGeometry, reused: bool) -> Option<
         Algorithm::Conv3x3 => transform_kernel(weight, c, o),
         Algorithm::Conv4x4Stride2 => transform_kernel_s2d(weight, c, o),
     };
+    let points = algorithm.points();
+    let u = panel::pack(&u, points * points, algorithm.channels(c), o, panel::PANEL);
     Some(Transformed { algorithm, u })
 }
 
@@ -206,7 +209,7 @@ multiversion! {
         v: &mut [f32],
     ) {
         let ([c, h, w], [top, left], [ty0, ty1, tw]) = (shape, origin, block);
-        let tiles = (ty1 - ty0) * tw;
+        let tiles = stride(ty1 - ty0, tw);
         let n = tw + 1;
         // One zero-padded input row, then its even and odd columns: the four columns of tile
         // `tx` are even[tx], odd[tx], even[tx + 1], odd[tx + 1].
@@ -306,7 +309,7 @@ multiversion! {
         v: &mut [f32],
     ) {
         let ([c, h, w], [top, left], [ty0, ty1, tw]) = (shape, origin, block);
-        let (k, tiles, n) = (4 * c, (ty1 - ty0) * tw, tw + 1);
+        let (k, tiles, n) = (4 * c, stride(ty1 - ty0, tw), tw + 1);
         // One zero-padded input row, loaded once for both column parities `b`: the patch
         // columns of tile `tx` are padded[4 tx + b], padded[4 tx + 2 + b], padded[4 tx + 4 + b],
         // split into `first` (4 tx + b) and `second` (4 tx + 2 + b) runs contiguous in `tx`,
@@ -391,7 +394,7 @@ multiversion! {
         out: Disjoint,
     ) {
         let ([o, oh, ow], [ty0, ty1, tw]) = (shape, block);
-        let tiles = (ty1 - ty0) * tw;
+        let tiles = stride(ty1 - ty0, tw);
         let three = points == 3;
         // m A: per row i, columns 0 and 1, each `tw` long; then one output row's two halves.
         let mut f = vec![0.0f32; 2 * points * tw];
@@ -474,6 +477,13 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// The row length of a block's transformed input and products (`[.][tiles]`): its tiles,
+/// padded to whole micro-tiles of [`panel::product`]. The padding's values are never read
+/// back.
+fn stride(tile_rows: usize, tw: usize) -> usize {
+    (tile_rows * tw).next_multiple_of(panel::LANES)
+}
+
 fn grow(buffer: &mut Vec<f32>, len: usize) {
     if buffer.len() < len {
         buffer.resize(len, 0.0);
@@ -497,7 +507,12 @@ pub(super) fn conv2d(
     let [oh, ow] = g.output();
     let (points, k) = (algorithm.points(), algorithm.channels(c));
     let products = points * points;
-    assert_eq!(u.len(), products * k * o, "winograd::conv2d: kernel size");
+    assert_eq!(
+        u.len(),
+        panel::packed_len(products, k, o, panel::PANEL),
+        "winograd::conv2d: kernel size"
+    );
+    let panels = panel::packed_len(1, k, o, panel::PANEL);
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
     // Tile rows per task: a block's transformed input near BLOCK_FLOATS, and one task per
     // thread where the image has the rows. Tasks of a layer cost the same, so more of them
@@ -514,7 +529,7 @@ pub(super) fn conv2d(
         let dst = Disjoint(unsafe { out.as_mut_ptr().add(item * o * oh * ow) });
         (0..th.div_ceil(rows)).into_par_iter().for_each(|r| {
             let (ty0, ty1) = (r * rows, ((r + 1) * rows).min(th));
-            let tiles = (ty1 - ty0) * tw;
+            let tiles = stride(ty1 - ty0, tw);
             SCRATCH.with_borrow_mut(|(v, m)| {
                 // Both are overwritten whole: only grown, never cleared.
                 grow(v, products * k * tiles);
@@ -535,14 +550,8 @@ pub(super) fn conv2d(
                     .zip(v.chunks_exact(k * tiles))
                     .enumerate()
                 {
-                    // m[p] (tiles x O, column-major) = v[p] (tiles x K, column-major) u[p].
-                    product(
-                        (m, 1, tiles),
-                        false,
-                        [tiles, o, k],
-                        (v, 1, tiles),
-                        (&u[p * k * o..][..k * o], o, 1),
-                    );
+                    // m[p] ([O][tiles]) = u[p]^T v[p] (`[K][tiles]`).
+                    panel::product(m, v, tiles, &u[p * panels..][..panels], k, o);
                 }
                 transform_output(m, bias, points, [o, oh, ow], block, dst);
             });
