@@ -333,21 +333,28 @@ fn run_phases(
                         panels: &ph.rhs[u * row..][..row],
                     })
                     .collect();
-                let acc = &mut acc[g * m * n..][..m * n];
-                panel::product_pixels(acc, [m, n, k], &p.data, p.channels, &segments, c0 / LANES);
+                // Only the phase's own columns of each row: on Market's smallest maps (4 x 2)
+                // the dropped ones were half the work.
+                let cols = ph.size[1];
+                let acc = &mut acc[g * m * n..][..rows * cols * n];
+                let (shape, grid) = ([rows * cols, n, k], [cols, wp]);
+                panel::product_pixels(acc, shape, &p.data, p.channels, grid, &segments, c0 / LANES);
             }
             for (j, c) in channels.enumerate() {
                 let b = bias.map_or(0.0, |b| b[c]);
                 for y in 0..rows {
                     let oy = first.offset[0] + step[0] * (y0 + y);
                     let row = c * plane + oy * ow;
-                    // The products are `[pixel][channel]`: a row of one channel is strided.
-                    let at = |g: usize, x: usize| acc[g * m * n + (y * wp + x) * n + j];
+                    // The products are `[pixel][channel]` over the phase's columns: a row of one
+                    // channel is strided.
+                    let at =
+                        |g: usize, x: usize| acc[g * m * n + (y * group[g].size[1] + x) * n + j];
                     let src = |g: usize| {
-                        acc[g * m * n + y * wp * n + j..]
+                        let cols = group[g].size[1];
+                        acc[g * m * n + y * cols * n + j..]
                             .iter()
                             .step_by(n)
-                            .take(group[g].size[1])
+                            .take(cols)
                     };
                     if group.len() == 1 && step[1] == 1 && tapped(first) {
                         let cols = first.size[1];

@@ -83,17 +83,17 @@ multiversion! {
     }
 }
 
-/// One micro-tile of [`product_pixels`]: `acc[r][l] += sum_j image[r * channels + j] *
+/// One micro-tile of [`product_pixels`]: `acc[r][l] += sum_j image[offsets[r] + j] *
 /// panel[j * LANES + l]` over the first `k` values `j` of `R` pixels.
 #[inline(always)]
 fn pixel_tile<const R: usize>(
     acc: &mut [[f32; LANES]; PIXELS],
     image: &[f32],
-    channels: usize,
+    offsets: &[usize; PIXELS],
     panel: &[f32],
     k: usize,
 ) {
-    let pixels: [&[f32]; R] = std::array::from_fn(|r| &image[r * channels..][..k]);
+    let pixels: [&[f32]; R] = std::array::from_fn(|r| &image[offsets[r]..][..k]);
     let panel = &panel[..k * LANES];
     // A local copy: updated through `acc`, the sums went back to the stack at every step.
     let mut sums = [[0.0f32; LANES]; R];
@@ -121,23 +121,27 @@ pub(super) struct Segment<'a> {
 }
 
 multiversion! {
-    /// `dst[q][c] = sum_s sum_j image[s.start + q * channels + j] * s.panels[c / 16][j][c % 16]`
-    /// for the `m` pixels `q` (`dst`'s rows) and output channels `c` of panels `first_panel..`
+    /// `dst[q][c] = sum_s sum_j image[s.start + at(q) + j] * s.panels[c / 16][j][c % 16]` for
+    /// the `m` pixels `q` (`dst`'s rows) and output channels `c` of panels `first_panel..`
     /// (`n` of them, `dst`'s columns), over the segments `s` (a convolution's kernel rows, each
-    /// reading `k` values per pixel). Single-threaded.
+    /// reading `k` values per pixel). The pixels are rows of `cols` in an image `width` pixels
+    /// wide: `at(q) = ((q / cols) * width + q % cols) * channels`. Single-threaded.
     pub(super) fn product_pixels(
         dst: &mut [f32],
         shape: [usize; 3],
         image: &[f32],
         channels: usize,
+        grid: [usize; 2],
         segments: &[Segment],
         first_panel: usize,
     ) {
-        let [m, n, k] = shape;
+        let ([m, n, k], [cols, width]) = (shape, grid);
+        assert!(cols <= width, "panel::product_pixels: {cols} columns of {width}");
         assert!(dst.len() >= m * n, "panel::product_pixels: destination size");
+        let at = |q: usize| ((q / cols) * width + q % cols) * channels;
         for s in segments {
             assert!(
-                m == 0 || image.len() >= s.start + (m - 1) * channels + k,
+                m == 0 || image.len() >= s.start + at(m - 1) + k,
                 "panel::product_pixels: image size"
             );
             assert!(
@@ -147,7 +151,7 @@ multiversion! {
         }
         // Pixel blocks whose image values (every segment's) stay in L2 while the block's
         // panels pass over them, each panel read once per block.
-        let block = (BLOCK_FLOATS / (segments.len() * channels).max(1))
+        let block = (BLOCK_FLOATS / (segments.len() * width * channels / cols.max(1)).max(1))
             .max(PIXELS)
             .next_multiple_of(PIXELS);
         for q0 in (0..m).step_by(block) {
@@ -156,17 +160,21 @@ multiversion! {
                 let valid = LANES.min(n - p * LANES);
                 for q in (q0..q1).step_by(PIXELS) {
                     let pixels = PIXELS.min(q1 - q);
+                    let mut offsets = [0; PIXELS];
+                    for (r, o) in offsets.iter_mut().enumerate().take(pixels) {
+                        *o = at(q + r);
+                    }
                     let mut acc = [[0.0f32; LANES]; PIXELS];
                     for s in segments {
-                        let image = &image[s.start + q * channels..];
+                        let image = &image[s.start..];
                         let panel = &s.panels[(first_panel + p) * k * LANES..][..k * LANES];
                         match pixels {
-                            6 => pixel_tile::<6>(&mut acc, image, channels, panel, k),
-                            5 => pixel_tile::<5>(&mut acc, image, channels, panel, k),
-                            4 => pixel_tile::<4>(&mut acc, image, channels, panel, k),
-                            3 => pixel_tile::<3>(&mut acc, image, channels, panel, k),
-                            2 => pixel_tile::<2>(&mut acc, image, channels, panel, k),
-                            _ => pixel_tile::<1>(&mut acc, image, channels, panel, k),
+                            6 => pixel_tile::<6>(&mut acc, image, &offsets, panel, k),
+                            5 => pixel_tile::<5>(&mut acc, image, &offsets, panel, k),
+                            4 => pixel_tile::<4>(&mut acc, image, &offsets, panel, k),
+                            3 => pixel_tile::<3>(&mut acc, image, &offsets, panel, k),
+                            2 => pixel_tile::<2>(&mut acc, image, &offsets, panel, k),
+                            _ => pixel_tile::<1>(&mut acc, image, &offsets, panel, k),
                         }
                     }
                     for (r, acc) in acc.iter().enumerate().take(pixels) {
@@ -204,9 +212,10 @@ mod tests {
     #[test]
     fn product_pixels_matches_a_naive_sum() {
         // Two segments (kernel rows) at different image offsets, 7 to 13 pixels (every
-        // remainder of a micro-tile), a last panel with 4 of 16 channels, and a block of
-        // channels starting at the second panel.
-        let (channels, k, oc) = (5, 4, 36);
+        // remainder of a micro-tile) in rows of 3 of an image 4 wide, a last panel with 4 of
+        // 16 channels, and a block of channels starting at the second panel.
+        let (channels, k, oc, [cols, width]) = (5, 4, 36, [3, 4]);
+        let at = |q: usize| ((q / cols) * width + q % cols) * channels;
         let kernels: Vec<Vec<f32>> = (0..2)
             .map(|s| {
                 (0..k * oc)
@@ -224,18 +233,16 @@ mod tests {
             .collect();
         let n = oc - LANES;
         for m in 7..=13 {
-            let image: Vec<f32> = (0..(m + 3) * channels)
-                .map(|i| (i % 9) as f32 - 4.0)
-                .collect();
+            let len = starts[1] + at(m - 1) + k;
+            let image: Vec<f32> = (0..len).map(|i| (i % 9) as f32 - 4.0).collect();
             let mut dst = vec![f32::NAN; m * n];
-            product_pixels(&mut dst, [m, n, k], &image, channels, &segments, 1);
+            let grid = [cols, width];
+            product_pixels(&mut dst, [m, n, k], &image, channels, grid, &segments, 1);
             for q in 0..m {
                 for c in 0..n {
                     let want: f32 = (0..2)
                         .flat_map(|s| (0..k).map(move |j| (s, j)))
-                        .map(|(s, j)| {
-                            image[starts[s] + q * channels + j] * kernels[s][j * oc + LANES + c]
-                        })
+                        .map(|(s, j)| image[starts[s] + at(q) + j] * kernels[s][j * oc + LANES + c])
                         .sum();
                     assert_eq!(dst[q * n + c], want, "{m} pixels: pixel {q}, channel {c}");
                 }
