@@ -19,7 +19,7 @@ use burn::backend::flex::FlexTensor;
 use super::cpu::{ConvGeometry, TransposedGeometry};
 
 /// The default limit of [`set_kernel_cache_limit`]: 512 MiB. The generators' prepared kernels
-/// take 69 MiB (Market) and 79 MiB (DeepFashion), a frozen VGG19's for the perceptual losses
+/// take 70 MiB (Market) and 80 MiB (DeepFashion), a frozen VGG19's for the perceptual losses
 /// 192 MiB at 256 x 176 (forward and input gradient).
 pub const DEFAULT_KERNEL_CACHE_LIMIT: usize = 512 << 20;
 
