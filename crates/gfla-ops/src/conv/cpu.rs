@@ -3,10 +3,12 @@
 //! The input is copied once, padded and channels-last, into `P` (`[rows, width, C]`). A
 //! stride-1 correlation with a `kh x kw` kernel then reads, for kernel row `u`, the matrix whose
 //! row `q = y * width + x` is the `kw * C` values starting at pixel `q + u * width` of `P`:
-//! consecutive rows overlap, so it is a strided view of `P` and never copied. Output columns
-//! `x >= cols` of each row are computed and dropped (a few percent of the work), which is what
-//! makes one product cover a whole block of rows. The products ([`super::panel`]) sum over all
-//! kernel rows at once, against the kernel packed in panels of output channels.
+//! consecutive rows overlap, so it is a strided view of `P` and never copied. The products
+//! ([`super::panel`]) sum over all kernel rows at once, against the kernel packed in panels of
+//! output channels, and address each output pixel by its row and column, so the columns of `P`
+//! past the output's are not computed. The weight gradient's products (the `gemm` crate) do
+//! compute them, with a zero output gradient there, so that one product covers a block of
+//! rows.
 //!
 //! A stride-`s` convolution becomes a stride-1 one over `P` in space-to-depth order (each
 //! `s x s` block of pixels is one pixel of `s*s*C` channels), and a transposed convolution of

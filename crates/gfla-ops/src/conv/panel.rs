@@ -1,7 +1,7 @@
 //! Matrix products against a kernel matrix packed in panels of output channels: the
 //! convolutions' products (the weight gradient's excepted, which has no kernel operand).
 //!
-//! On Market's maps (8 x 4 to 64 x 32) a layer's kernel is read from memory on every call and
+//! On Market's maps (4 x 2 to 64 x 32) a layer's kernel is read from memory on every call and
 //! used by few rows, so how it is read sets the speed. Stored `[K, O]` row-major, the GEMM
 //! (the `gemm` crate) read it a few values at a time at a stride of `O` floats, a handful of
 //! lines on each 4 KiB page, which the hardware prefetcher does not follow across pages.
@@ -9,10 +9,11 @@
 //! cache, `[16, 256] x [256, 256]` (a Winograd product of Market's 16 x 8 maps): 50 GFLOP/s
 //! through the GEMM, 78 packed; in cache 109 and 115. The micro-tiles are plain loops over
 //! fixed-size arrays that the AVX2 build of [`multiversion!`] vectorises.
-/// Output channels per panel of [`product`]: the columns of its micro-tile.
+
+/// Output channels per panel of [`product_tiles`]: the columns of its micro-tile.
 pub(super) const PANEL: usize = 6;
 
-/// Product rows per micro-tile of [`product`] (two AVX2 vectors): the rows of `x` are padded
+/// Product rows per micro-tile of [`product_tiles`] (two AVX2 vectors): the rows of `x` are padded
 /// to a multiple of this. Also the output channels per panel of [`product_pixels`].
 pub(super) const LANES: usize = 16;
 
@@ -64,10 +65,10 @@ multiversion! {
     /// `dst[c][t] = sum_j x[j][t] * w[j][c]` for `c < o` and the `stride` (a multiple of
     /// [`LANES`]) columns `t` of `x` (`[k][stride]`) and `dst` (`[o][stride]`); `w` is one
     /// `[k, o]` matrix packed by [`pack`]. Single-threaded.
-    pub(super) fn product(dst: &mut [f32], x: &[f32], stride: usize, w: &[f32], k: usize, o: usize) {
-        assert!(stride.is_multiple_of(LANES), "panel::product: stride {stride}");
-        assert!(x.len() >= k * stride && dst.len() >= o * stride, "panel::product: sizes");
-        assert_eq!(w.len(), packed_len(1, k, o, PANEL), "panel::product: packed kernel size");
+    pub(super) fn product_tiles(dst: &mut [f32], x: &[f32], stride: usize, w: &[f32], k: usize, o: usize) {
+        assert!(stride.is_multiple_of(LANES), "panel::product_tiles: stride {stride}");
+        assert!(x.len() >= k * stride && dst.len() >= o * stride, "panel::product_tiles: sizes");
+        assert_eq!(w.len(), packed_len(1, k, o, PANEL), "panel::product_tiles: packed kernel size");
         // Panel outer: each panel is read once, from memory, and stays in L1 while every
         // block of rows passes under it.
         for (p, panel) in w.chunks_exact(k * PANEL).enumerate() {
@@ -251,12 +252,12 @@ mod tests {
     }
 
     #[test]
-    fn product_matches_a_naive_sum() {
+    fn product_tiles_matches_a_naive_sum() {
         for (k, o, stride) in [(1, 1, 16), (5, 6, 16), (7, 13, 32), (64, 20, 48)] {
             let x: Vec<f32> = (0..k * stride).map(|i| (i % 7) as f32 - 3.0).collect();
             let w: Vec<f32> = (0..k * o).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
             let mut dst = vec![f32::NAN; o * stride];
-            product(&mut dst, &x, stride, &pack(&w, 1, k, o, PANEL), k, o);
+            product_tiles(&mut dst, &x, stride, &pack(&w, 1, k, o, PANEL), k, o);
             for c in 0..o {
                 for t in 0..stride {
                     let want: f32 = (0..k).map(|j| x[j * stride + t] * w[j * o + c]).sum();

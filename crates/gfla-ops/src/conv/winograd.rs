@@ -94,7 +94,8 @@ const REUSED_3X3: usize = 32;
 const REUSED_4X4: usize = 32;
 
 /// A kernel transformed for one [`Algorithm`]: the matrices `[K, O]` of every point of the
-/// transformed tile, `K` the (space-to-depth) input channels.
+/// transformed tile, `K` the (space-to-depth) input channels, packed for
+/// [`panel::product_tiles`].
 pub(super) struct Transformed {
     algorithm: Algorithm,
     u: Vec<f32>,
@@ -478,7 +479,7 @@ thread_local! {
 }
 
 /// The row length of a block's transformed input and products (`[.][tiles]`): its tiles,
-/// padded to whole micro-tiles of [`panel::product`]. The padding's values are never read
+/// padded to whole micro-tiles of [`panel::product_tiles`]. The padding's values are never read
 /// back.
 fn stride(tile_rows: usize, tw: usize) -> usize {
     (tile_rows * tw).next_multiple_of(panel::LANES)
@@ -551,7 +552,7 @@ pub(super) fn conv2d(
                     .enumerate()
                 {
                     // m[p] ([O][tiles]) = u[p]^T v[p] (`[K][tiles]`).
-                    panel::product(m, v, tiles, &u[p * panels..][..panels], k, o);
+                    panel::product_tiles(m, v, tiles, &u[p * panels..][..panels], k, o);
                 }
                 transform_output(m, bias, points, [o, oh, ow], block, dst);
             });
