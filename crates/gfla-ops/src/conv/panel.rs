@@ -179,7 +179,14 @@ multiversion! {
                         }
                     }
                     for (r, acc) in acc.iter().enumerate().take(pixels) {
-                        dst[(q + r) * n + p * LANES..][..valid].copy_from_slice(&acc[..valid]);
+                        let out = &mut dst[(q + r) * n + p * LANES..];
+                        // A whole panel as a fixed-size copy: one of `valid` values was a call
+                        // to `memcpy`.
+                        if valid == LANES {
+                            out[..LANES].copy_from_slice(acc);
+                        } else {
+                            out[..valid].copy_from_slice(&acc[..valid]);
+                        }
                     }
                 }
             }

@@ -404,7 +404,6 @@ multiversion! {
         // m A: per row i, columns 0 and 1, each `tw` long; then one output row's two halves.
         let mut f = vec![0.0f32; 2 * points * tw];
         let mut halves = vec![0.0f32; 2 * tw];
-        let mut row = vec![0.0f32; 2 * tw];
         for oi in 0..o {
             let b = bias.map_or(0.0, |b| b[oi]);
             for ty in ty0..ty1 {
@@ -461,15 +460,19 @@ multiversion! {
                         }
                     }
                     let (h0, h1) = halves.split_at(tw);
-                    for ((pair, a), b) in row.chunks_exact_mut(2).zip(h0).zip(h1) {
-                        pair[0] = *a;
-                        pair[1] = *b;
-                    }
                     // SAFETY: row `y` of channel `oi` lies in this task's tile rows only.
                     let dst = unsafe {
                         std::slice::from_raw_parts_mut(out.ptr().add((oi * oh + y) * ow), ow)
                     };
-                    dst.copy_from_slice(&row[..ow]);
+                    // Interleaved straight into the output row; an odd width drops the last
+                    // tile's right column.
+                    for ((pair, a), b) in dst.chunks_exact_mut(2).zip(h0).zip(h1) {
+                        pair[0] = *a;
+                        pair[1] = *b;
+                    }
+                    if ow % 2 == 1 {
+                        dst[ow - 1] = h0[tw - 1];
+                    }
                 }
             }
         }
