@@ -26,7 +26,7 @@ mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
-mod panel;
+pub(crate) mod panel;
 #[cfg(feature = "flex")]
 mod winograd;
 

@@ -15,19 +15,19 @@ pub(super) const PANEL: usize = 6;
 
 /// Product rows per micro-tile of [`product_tiles`] (two AVX2 vectors): the rows of `x` are padded
 /// to a multiple of this. Also the output channels per panel of [`product_pixels`].
-pub(super) const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 /// Pixels per micro-tile of [`product_pixels`].
 const PIXELS: usize = 6;
 
 /// Floats of `count` `[k, o]` matrices packed by [`pack`] in panels `width` columns wide.
-pub(super) fn packed_len(count: usize, k: usize, o: usize, width: usize) -> usize {
+pub(crate) fn packed_len(count: usize, k: usize, o: usize, width: usize) -> usize {
     count * k * o.next_multiple_of(width)
 }
 
 /// Packs `count` row-major `[k, o]` matrices into `[count][o / width][k][width]`, the last
 /// panel of each zero-padded: a micro-tile then reads its panel front to back.
-pub(super) fn pack(matrices: &[f32], count: usize, k: usize, o: usize, width: usize) -> Vec<f32> {
+pub(crate) fn pack(matrices: &[f32], count: usize, k: usize, o: usize, width: usize) -> Vec<f32> {
     use rayon::prelude::*;
     assert_eq!(matrices.len(), count * k * o, "panel::pack: matrix size");
     let panels = o.div_ceil(width);
@@ -116,9 +116,9 @@ fn pixel_tile<const R: usize>(
 
 /// One kernel row of a [`product_pixels`]: where its pixels start in the image, and its
 /// `[k, O]` kernel matrix packed by [`pack`] in panels [`LANES`] wide.
-pub(super) struct Segment<'a> {
-    pub(super) start: usize,
-    pub(super) panels: &'a [f32],
+pub(crate) struct Segment<'a> {
+    pub(crate) start: usize,
+    pub(crate) panels: &'a [f32],
 }
 
 multiversion! {
@@ -127,7 +127,7 @@ multiversion! {
     /// (`n` of them, `dst`'s columns), over the segments `s` (a convolution's kernel rows, each
     /// reading `k` values per pixel). The pixels are rows of `cols` in an image `width` pixels
     /// wide: `at(q) = ((q / cols) * width + q % cols) * channels`. Single-threaded.
-    pub(super) fn product_pixels(
+    pub(crate) fn product_pixels(
         dst: &mut [f32],
         shape: [usize; 3],
         image: &[f32],

@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+use crate::conv::panel;
 use crate::simd::{Disjoint, dot};
 
 /// Cells per parallel task: big enough to amortise the task, small enough to balance two cores
@@ -490,7 +491,7 @@ pub(crate) fn weight_from_rows(rows: &[f32], o: usize, g: &Geometry) -> Vec<f32>
 
 /// The `k x k` convolution over sampled neighbourhoods of one batch item, without
 /// materialising them: `z[n, o] = sum_{j, c} sample_j(n)[c] * w[j*C + c, o]`, with `w` from
-/// [`weight_rows`]. Returns `[h*w, O]`.
+/// [`weight_rows`] packed by [`panel::pack`] in panels of [`panel::LANES`]. Returns `[h*w, O]`.
 pub(crate) fn sampled_conv_forward(
     g: &Geometry,
     source: &[f32],
@@ -499,6 +500,11 @@ pub(crate) fn sampled_conv_forward(
     o: usize,
 ) -> Vec<f32> {
     let row = g.channels * g.taps();
+    assert_eq!(
+        w.len(),
+        panel::packed_len(1, row, o, panel::LANES),
+        "sampled_conv_forward: packed weight size"
+    );
     let mut z = vec![0.0f32; g.cells() * o];
     z.par_chunks_mut(CONV_CELLS * o).enumerate().for_each_init(
         || vec![0.0f32; CONV_CELLS * row],
@@ -506,7 +512,13 @@ pub(crate) fn sampled_conv_forward(
             let cells = z_rows.len() / o;
             let patches = &mut patches[..cells * row];
             patch_cells(g, source, flow, t * CONV_CELLS, patches);
-            matmul(z_rows, false, [cells, o, row], (patches, row, 1), (w, o, 1));
+            // The patches as one row of `cells` pixels of `row` channels.
+            let segment = [panel::Segment {
+                start: 0,
+                panels: w,
+            }];
+            let shape = [cells, o, row];
+            panel::product_pixels(z_rows, shape, patches, row, [cells, cells], &segment, 0);
         },
     );
     z

@@ -153,7 +153,14 @@ fn sampled_conv_forward(
     let (b, g) = geometry(source, flow, k);
     let o = weight.layout().shape()[0];
     let (src, fl) = (values(source), values(flow));
-    let w = cpu::weight_rows(&values(weight), o, &g);
+    let rows = cpu::weight_rows(&values(weight), o, &g);
+    let w = crate::conv::panel::pack(
+        &rows,
+        1,
+        g.channels * g.taps(),
+        o,
+        crate::conv::panel::LANES,
+    );
     let mut out = Vec::with_capacity(b * g.cells() * o);
     for (src_cl, flow_i) in items(&g, &src, &fl, b) {
         out.extend(cpu::sampled_conv_forward(&g, &src_cl, flow_i, &w, o));
