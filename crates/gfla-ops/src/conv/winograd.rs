@@ -216,46 +216,45 @@ multiversion! {
         let ([c, h, w], [top, left], [ty0, ty1, tw]) = (shape, origin, block);
         let tiles = stride(ty1 - ty0, tw);
         let n = tw + 1;
+        // The block's input rows: tile row `ty` reads rows `2 ty..2 ty + 4`, so each row but
+        // the first and last two serves two tile rows, and `d B` (per row) is computed once.
+        let rows = 2 * (ty1 - ty0) + 2;
         // One zero-padded input row, then its even and odd columns: the four columns of tile
         // `tx` are even[tx], odd[tx], even[tx + 1], odd[tx + 1].
         let mut padded = vec![0.0f32; 2 * n];
-        let mut even = vec![0.0f32; 4 * n];
-        let mut odd = vec![0.0f32; 4 * n];
-        // d B: per patch row i, the 4 column combinations, each `tw` long.
-        let mut e = vec![0.0f32; 16 * tw];
+        let mut even = vec![0.0f32; n];
+        let mut odd = vec![0.0f32; n];
+        // d B: per input row, the 4 column combinations, each `tw` long.
+        let mut e = vec![0.0f32; rows * 4 * tw];
         let copy = w.min(2 * n - left);
         for ci in 0..c {
             let plane = &x[ci * h * w..][..h * w];
-            for ty in ty0..ty1 {
-                for i in 0..4 {
-                    let (ev, od) = (&mut even[i * n..][..n], &mut odd[i * n..][..n]);
-                    match (2 * ty + i).checked_sub(top).filter(|&y| y < h) {
-                        Some(y) => {
-                            padded[left..left + copy].copy_from_slice(&plane[y * w..][..copy]);
-                            for ((pair, ev), od) in padded.chunks_exact(2).zip(ev).zip(od) {
-                                *ev = pair[0];
-                                *od = pair[1];
-                            }
-                        }
-                        None => {
-                            ev.fill(0.0);
-                            od.fill(0.0);
-                        }
-                    }
-                    let (d0, d2) = (&even[i * n..][..tw], &even[i * n + 1..][..tw]);
-                    let (d1, d3) = (&odd[i * n..][..tw], &odd[i * n + 1..][..tw]);
-                    let ei = &mut e[i * 4 * tw..][..4 * tw];
-                    let (e0, rest) = ei.split_at_mut(tw);
-                    let (e1, rest) = rest.split_at_mut(tw);
-                    let (e2, e3) = rest.split_at_mut(tw);
-                    combine(e0, d0, d2, -1.0);
-                    combine(e1, d1, d2, 1.0);
-                    combine(e2, d2, d1, -1.0);
-                    combine(e3, d1, d3, -1.0);
+            for r in 0..rows {
+                let er = &mut e[r * 4 * tw..][..4 * tw];
+                let Some(y) = (2 * ty0 + r).checked_sub(top).filter(|&y| y < h) else {
+                    er.fill(0.0);
+                    continue;
+                };
+                padded[left..left + copy].copy_from_slice(&plane[y * w..][..copy]);
+                for ((pair, ev), od) in padded.chunks_exact(2).zip(&mut even).zip(&mut odd) {
+                    *ev = pair[0];
+                    *od = pair[1];
                 }
-                // B^T (d B): the rows combined, into v.
+                let (d0, d2) = (&even[..tw], &even[1..][..tw]);
+                let (d1, d3) = (&odd[..tw], &odd[1..][..tw]);
+                let (e0, rest) = er.split_at_mut(tw);
+                let (e1, rest) = rest.split_at_mut(tw);
+                let (e2, e3) = rest.split_at_mut(tw);
+                combine(e0, d0, d2, -1.0);
+                combine(e1, d1, d2, 1.0);
+                combine(e2, d2, d1, -1.0);
+                combine(e3, d1, d3, -1.0);
+            }
+            // B^T (d B): each tile row's four input rows combined, into v.
+            for ty in ty0..ty1 {
                 let base = (ty - ty0) * tw;
-                let row = |i: usize, j: usize| &e[(i * 4 + j) * tw..][..tw];
+                let first = 2 * (ty - ty0);
+                let row = |i: usize, j: usize| &e[((first + i) * 4 + j) * tw..][..tw];
                 for j in 0..4 {
                     for (i, (a, b, sign)) in [(0, 2, -1.0), (1, 2, 1.0), (2, 1, -1.0), (1, 3, -1.0)]
                         .into_iter()
