@@ -400,65 +400,71 @@ multiversion! {
         let ([o, oh, ow], [ty0, ty1, tw]) = (shape, block);
         let tiles = stride(ty1 - ty0, tw);
         let three = points == 3;
-        // m A: per row i, columns 0 and 1, each `tw` long; then one output row's two halves.
-        let mut f = vec![0.0f32; 2 * points * tw];
-        let mut halves = vec![0.0f32; 2 * tw];
+        // Both steps over all the block's tiles at once (a row of `m` holds them contiguous),
+        // then each output row's two halves interleaved: per tile row, the vectors were a
+        // 16 x 8 map's 4 tiles long.
+        let nt = (ty1 - ty0) * tw;
+        // m A: per row i, columns 0 and 1; then A^T (m A) + bias: per output row parity a and
+        // column parity j.
+        let mut f = vec![0.0f32; 2 * points * nt];
+        let mut parities = vec![0.0f32; 4 * nt];
         for oi in 0..o {
             let b = bias.map_or(0.0, |b| b[oi]);
-            for ty in ty0..ty1 {
-                let base = (ty - ty0) * tw;
-                let at = |i: usize, j: usize| {
-                    &m[((i * points + j) * o + oi) * tiles + base..][..tw]
-                };
-                for i in 0..points {
-                    let (f0, f1) = f[i * 2 * tw..][..2 * tw].split_at_mut(tw);
-                    let (m0, m1, m2) = (at(i, 0), at(i, 1), at(i, 2));
-                    if three {
-                        combine(f0, m0, m1, 1.0);
-                        combine(f1, m1, m2, 1.0);
-                    } else {
-                        let m3 = at(i, 3);
-                        for k in 0..tw {
-                            f0[k] = m0[k] + m1[k] + m2[k];
-                            f1[k] = m1[k] - m2[k] - m3[k];
+            let at = |i: usize, j: usize| &m[((i * points + j) * o + oi) * tiles..][..nt];
+            for i in 0..points {
+                let (f0, f1) = f[i * 2 * nt..][..2 * nt].split_at_mut(nt);
+                let (m0, m1, m2) = (at(i, 0), at(i, 1), at(i, 2));
+                if three {
+                    combine(f0, m0, m1, 1.0);
+                    combine(f1, m1, m2, 1.0);
+                } else {
+                    let m3 = at(i, 3);
+                    for k in 0..nt {
+                        f0[k] = m0[k] + m1[k] + m2[k];
+                        f1[k] = m1[k] - m2[k] - m3[k];
+                    }
+                }
+            }
+            let fj = |i: usize, j: usize| &f[(i * 2 + j) * nt..][..nt];
+            for a in 0..2 {
+                for j in 0..2 {
+                    let (p, q, r) = (fj(0, j), fj(1, j), fj(2, j));
+                    let out = &mut parities[(a * 2 + j) * nt..][..nt];
+                    // Loops, not closures: a closure would lose the AVX2 of this body.
+                    match (three, a) {
+                        (true, 0) => {
+                            for k in 0..nt {
+                                out[k] = p[k] + q[k] + b;
+                            }
+                        }
+                        (true, _) => {
+                            for k in 0..nt {
+                                out[k] = q[k] + r[k] + b;
+                            }
+                        }
+                        (false, 0) => {
+                            for k in 0..nt {
+                                out[k] = p[k] + q[k] + r[k] + b;
+                            }
+                        }
+                        (false, _) => {
+                            let s = fj(3, j);
+                            for k in 0..nt {
+                                out[k] = q[k] - r[k] - s[k] + b;
+                            }
                         }
                     }
                 }
-                let fj = |i: usize, j: usize| &f[(i * 2 + j) * tw..][..tw];
+            }
+            for ty in ty0..ty1 {
+                let base = (ty - ty0) * tw;
                 for a in 0..2 {
                     let y = 2 * ty + a;
                     if y >= oh {
                         break;
                     }
-                    for j in 0..2 {
-                        let (p, q, r) = (fj(0, j), fj(1, j), fj(2, j));
-                        let half = &mut halves[j * tw..][..tw];
-                        // Loops, not closures: a closure would lose the AVX2 of this body.
-                        match (three, a) {
-                            (true, 0) => {
-                                for k in 0..tw {
-                                    half[k] = p[k] + q[k] + b;
-                                }
-                            }
-                            (true, _) => {
-                                for k in 0..tw {
-                                    half[k] = q[k] + r[k] + b;
-                                }
-                            }
-                            (false, 0) => {
-                                for k in 0..tw {
-                                    half[k] = p[k] + q[k] + r[k] + b;
-                                }
-                            }
-                            (false, _) => {
-                                let s = fj(3, j);
-                                for k in 0..tw {
-                                    half[k] = q[k] - r[k] - s[k] + b;
-                                }
-                            }
-                        }
-                    }
-                    let (h0, h1) = halves.split_at(tw);
+                    let h0 = &parities[a * 2 * nt + base..][..tw];
+                    let h1 = &parities[(a * 2 + 1) * nt + base..][..tw];
                     // SAFETY: row `y` of channel `oi` lies in this task's tile rows only.
                     let dst = unsafe {
                         std::slice::from_raw_parts_mut(out.ptr().add((oi * oh + y) * ow), ow)
