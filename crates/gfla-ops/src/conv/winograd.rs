@@ -315,69 +315,65 @@ multiversion! {
     ) {
         let ([c, h, w], [top, left], [ty0, ty1, tw]) = (shape, origin, block);
         let (k, tiles, n) = (4 * c, stride(ty1 - ty0, tw), tw + 1);
+        // As in [`transform_input`]: `d B` once per space-to-depth row of the block (tile row
+        // `ty` reads rows `2 ty..2 ty + 3`), kept by row parity so that `B^T` works on all the
+        // block's tiles at once.
+        let (tile_rows, nt) = (ty1 - ty0, (ty1 - ty0) * tw);
+        let rows = 2 * tile_rows + 1;
+        let half = (tile_rows + 1) * tw;
         // One zero-padded input row, loaded once for both column parities `b`: the patch
         // columns of tile `tx` are padded[4 tx + b], padded[4 tx + 2 + b], padded[4 tx + 4 + b],
-        // split into `first` (4 tx + b) and `second` (4 tx + 2 + b) runs contiguous in `tx`,
-        // `[b][patch row][n]`.
+        // split into the runs `4 tx + b` (`[b]`) and `4 tx + 2 + b` (`[2 + b]`), contiguous in
+        // `tx`.
         let mut padded = vec![0.0f32; 4 * n];
-        let mut first = vec![0.0f32; 6 * n];
-        let mut second = vec![0.0f32; 6 * n];
-        // d B: per parity b and patch row i, the 3 column combinations, each `tw` long.
-        let mut e = vec![0.0f32; 18 * tw];
+        let mut runs = vec![0.0f32; 4 * n];
+        // d B: the 3 column combinations per parity b of each row, `[row parity][b][j][row /
+        // 2][tw]`.
+        let mut e = vec![0.0f32; 12 * half];
         let copy = w.min(4 * n - left);
         for ci in 0..c {
             let plane = &x[ci * h * w..][..h * w];
             for a in 0..2 {
-                for ty in ty0..ty1 {
-                    for i in 0..3 {
-                        let (f0, f1) = first.split_at_mut(3 * n);
-                        let (s0, s1) = second.split_at_mut(3 * n);
-                        let runs = [
-                            &mut f0[i * n..][..n],
-                            &mut f1[i * n..][..n],
-                            &mut s0[i * n..][..n],
-                            &mut s1[i * n..][..n],
-                        ];
-                        match (2 * (2 * ty + i) + a).checked_sub(top).filter(|&y| y < h) {
-                            Some(y) => {
-                                padded[left..left + copy].copy_from_slice(&plane[y * w..][..copy]);
-                                let [f0, f1, s0, s1] = runs;
-                                for (kk, quad) in padded.chunks_exact(4).enumerate() {
-                                    f0[kk] = quad[0];
-                                    f1[kk] = quad[1];
-                                    s0[kk] = quad[2];
-                                    s1[kk] = quad[3];
-                                }
-                            }
-                            None => {
-                                for run in runs {
-                                    run.fill(0.0);
-                                }
-                            }
-                        }
+                for r in 0..rows {
+                    let at = |b: usize, j: usize| (((r % 2) * 2 + b) * 3 + j) * half + (r / 2) * tw;
+                    let Some(y) = (2 * (2 * ty0 + r) + a).checked_sub(top).filter(|&y| y < h)
+                    else {
                         for b in 0..2 {
-                            let at = (b * 3 + i) * n;
-                            let (d0, d2) = (&first[at..][..tw], &first[at + 1..][..tw]);
-                            let d1 = &second[at..][..tw];
-                            let ei = &mut e[(b * 3 + i) * 3 * tw..][..3 * tw];
-                            let (e0, rest) = ei.split_at_mut(tw);
-                            let (e1, e2) = rest.split_at_mut(tw);
-                            combine(e0, d0, d1, -1.0);
-                            e1.copy_from_slice(d1);
-                            combine(e2, d2, d1, -1.0);
+                            for j in 0..3 {
+                                e[at(b, j)..][..tw].fill(0.0);
+                            }
                         }
+                        continue;
+                    };
+                    padded[left..left + copy].copy_from_slice(&plane[y * w..][..copy]);
+                    let (r01, r23) = runs.split_at_mut(2 * n);
+                    let (r0, r1) = r01.split_at_mut(n);
+                    let (r2, r3) = r23.split_at_mut(n);
+                    for (kk, quad) in padded.chunks_exact(4).enumerate() {
+                        r0[kk] = quad[0];
+                        r1[kk] = quad[1];
+                        r2[kk] = quad[2];
+                        r3[kk] = quad[3];
                     }
-                    // B^T (d B): the rows combined, into v.
-                    let base = (ty - ty0) * tw;
                     for b in 0..2 {
-                        let vc = (a * 2 + b) * c + ci;
-                        let row = |i: usize, j: usize| &e[((b * 3 + i) * 3 + j) * tw..][..tw];
-                        for j in 0..3 {
-                            let at = |i: usize| ((i * 3 + j) * k + vc) * tiles + base;
-                            combine(&mut v[at(0)..][..tw], row(0, j), row(1, j), -1.0);
-                            v[at(1)..][..tw].copy_from_slice(row(1, j));
-                            combine(&mut v[at(2)..][..tw], row(2, j), row(1, j), -1.0);
-                        }
+                        let (d0, d2) = (&runs[b * n..][..tw], &runs[b * n + 1..][..tw]);
+                        let d1 = &runs[(2 + b) * n..][..tw];
+                        combine(&mut e[at(b, 0)..][..tw], d0, d1, -1.0);
+                        e[at(b, 1)..][..tw].copy_from_slice(d1);
+                        combine(&mut e[at(b, 2)..][..tw], d2, d1, -1.0);
+                    }
+                }
+                // B^T (d B): patch rows combined, for all the block's tiles at once, into v.
+                for b in 0..2 {
+                    let vc = (a * 2 + b) * c + ci;
+                    let row = |i: usize, j: usize| {
+                        &e[(((i % 2) * 2 + b) * 3 + j) * half + (i / 2) * tw..][..nt]
+                    };
+                    for j in 0..3 {
+                        let at = |i: usize| ((i * 3 + j) * k + vc) * tiles;
+                        combine(&mut v[at(0)..][..nt], row(0, j), row(1, j), -1.0);
+                        v[at(1)..][..nt].copy_from_slice(row(1, j));
+                        combine(&mut v[at(2)..][..nt], row(2, j), row(1, j), -1.0);
                     }
                 }
             }
