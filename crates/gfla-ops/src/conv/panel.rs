@@ -1,5 +1,6 @@
 //! Matrix products against a kernel matrix packed in panels of output channels: the
-//! convolutions' products (the weight gradient's excepted, which has no kernel operand).
+//! convolutions' products (the weight gradient's excepted, which has no kernel operand) and the
+//! attention's sampled convolution (`fused::cpu::sampled_conv_forward`).
 //!
 //! On Market's maps (4 x 2 to 64 x 32) a layer's kernel is read from memory on every call and
 //! used by few rows, so how it is read sets the speed. Stored `[K, O]` row-major, the GEMM
