@@ -20,7 +20,7 @@ use super::cpu::{ConvGeometry, TransposedGeometry};
 
 /// The default limit of [`set_kernel_cache_limit`]: 512 MiB. The generators' prepared kernels
 /// take 70 MiB (Market) and 80 MiB (DeepFashion), a frozen VGG19's for the perceptual losses
-/// 192 MiB at 256 x 176 (forward and input gradient).
+/// 193 MiB at 256 x 176 (forward and input gradient).
 pub const DEFAULT_KERNEL_CACHE_LIMIT: usize = 512 << 20;
 
 /// What a kernel was prepared for: a geometry, whatever the batch. A prepared kernel computes
