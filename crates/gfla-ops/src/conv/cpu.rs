@@ -281,7 +281,7 @@ impl Split {
         let by_size = (TASK_ELEMENTS / (width * channels).max(1)).max(1);
         let block = by_size.min(rows.div_ceil(want)).max(1);
         let blocks = rows.div_ceil(block);
-        let cuts = want.div_ceil(blocks).min(channels.div_ceil(16)).max(1);
+        let cuts = want.div_ceil(blocks).min(channels.div_ceil(LANES)).max(1);
         Self {
             rows: block,
             // Whole panels of the kernel.

@@ -229,8 +229,8 @@ mod tests {
 
     /// Inference (no autodiff) keeps each weight's prepared kernel between calls: the second
     /// call gives the same values, a call at another batch size Burn's, and a weight changed by
-    /// an op (which Flex would do in place
-    /// on a tensor that owned its storage alone) or dropped and replaced is prepared anew.
+    /// an op (which Flex would do in place on a tensor that owned its storage alone) or dropped
+    /// and replaced is prepared anew.
     #[test]
     fn inference_reuses_kernels_and_follows_weight_changes() {
         let device = Device::flex();
