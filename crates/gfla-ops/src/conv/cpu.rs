@@ -97,6 +97,14 @@ pub(super) struct Phase {
     step: [usize; 2],
 }
 
+impl Phase {
+    /// Whether the phase has taps: a transposed phase may have none, and its output is the
+    /// bias.
+    fn tapped(&self) -> bool {
+        self.kernel[0] > 0 && self.kernel[1] > 0
+    }
+}
+
 /// Where a [`Phase`]'s kernel holds kernel row `u`, value `j` of its `k`, output channel `o`
 /// of `oc`.
 fn packed(u: usize, j: usize, o: usize, k: usize, oc: usize) -> usize {
@@ -367,11 +375,9 @@ fn run_phases(
                 })
         })
         .collect();
-    let plane = oh * ow;
-    let tapped = |ph: &Phase| ph.kernel[0] > 0 && ph.kernel[1] > 0;
     tasks.into_par_iter().for_each(|(i, y0, c0)| {
         let group = &groups[i];
-        let (first, step) = (group[0], group[0].step);
+        let first = group[0];
         let rows = split.rows.min(first.size[0] - y0);
         let channels = c0..(c0 + split.channels).min(oc);
         let n = channels.len();
@@ -384,7 +390,7 @@ fn run_phases(
                 acc.resize(group.len() * m * n, 0.0);
             }
             for (g, ph) in group.iter().enumerate() {
-                if !tapped(ph) {
+                if !ph.tapped() {
                     continue;
                 }
                 let [kh, kw] = ph.kernel;
@@ -403,76 +409,184 @@ fn run_phases(
                 let (shape, grid) = ([rows * cols, n, k], [cols, wp]);
                 panel::product_pixels(acc, shape, &p.data, p.channels, grid, &segments, c0 / LANES);
             }
-            for (j, c) in channels.enumerate() {
-                let b = bias.map_or(0.0, |b| b[c]);
-                for y in 0..rows {
-                    let oy = first.offset[0] + step[0] * (y0 + y);
-                    let row = c * plane + oy * ow;
-                    // The products are `[pixel][channel]` over the phase's columns: a row of one
-                    // channel is strided.
-                    let at =
-                        |g: usize, x: usize| acc[g * m * n + (y * group[g].size[1] + x) * n + j];
-                    let src = |g: usize| {
-                        let cols = group[g].size[1];
-                        acc[g * m * n + y * cols * n + j..]
-                            .iter()
-                            .step_by(n)
-                            .take(cols)
-                    };
-                    if group.len() == 1 && step[1] == 1 && tapped(first) {
-                        let cols = first.size[1];
-                        // SAFETY: columns offset..offset + cols of output row `oy` of channel
-                        // `c` are inside `out` and belong to this task only.
-                        let out = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                dst.ptr().add(row + first.offset[1]),
-                                cols,
-                            )
-                        };
-                        for (o, v) in out.iter_mut().zip(src(0)) {
-                            *o = v + b;
+            let rows = y0..y0 + rows;
+            write_out(
+                acc,
+                &group[..],
+                m * n,
+                [rows, channels],
+                bias,
+                dst,
+                [oh, ow],
+            );
+        });
+    });
+}
+
+/// Output channels and pixels of one block of the phases' write-out.
+const WRITE_BLOCK: usize = 8;
+
+/// `WRITE_BLOCK` pixels of `WRITE_BLOCK` channels, `src[x * stride + j]`, as rows of one
+/// channel each, transposed in registers where the CPU has AVX (value by value, the compiler
+/// gathered each row with scalar inserts through the stack).
+#[inline(always)]
+fn transposed_block(src: &[f32], stride: usize) -> [[f32; WRITE_BLOCK]; WRITE_BLOCK] {
+    assert!(src.len() >= (WRITE_BLOCK - 1) * stride + WRITE_BLOCK);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx") {
+        // SAFETY: AVX was just detected; the rows read were checked above.
+        return unsafe { transposed_block_avx(src, stride) };
+    }
+    std::array::from_fn(|j| std::array::from_fn(|x| src[x * stride + j]))
+}
+
+/// [`transposed_block`] with AVX shuffles: pairs interleaved, then quadruples, then the
+/// 128-bit halves swapped.
+///
+/// # Safety
+/// The CPU has AVX, and `src` holds `(WRITE_BLOCK - 1) * stride + WRITE_BLOCK` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+unsafe fn transposed_block_avx(src: &[f32], stride: usize) -> [[f32; WRITE_BLOCK]; WRITE_BLOCK] {
+    use std::arch::x86_64::*;
+    // SAFETY (all loads): rows `x * stride..+8` for x < 8 are inside `src` (the caller's).
+    let r: [__m256; 8] =
+        std::array::from_fn(|x| unsafe { _mm256_loadu_ps(src.as_ptr().add(x * stride)) });
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+    let rows = [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ];
+    // SAFETY: `__m256` and `[f32; 8]` have the same size, and every bit pattern is valid.
+    unsafe { std::mem::transmute(rows) }
+}
+
+multiversion! {
+    /// Writes one task's products into the NCHW output (`[oc, oh, ow]` behind `dst`): phase `g`
+    /// of `group` holds `[row][column][channel]` for the task's output rows and channels at
+    /// `g * stride` of `acc`. A row of one channel is strided there, so blocks of
+    /// [`WRITE_BLOCK`] pixels and channels are transposed in registers (value by value, the
+    /// write-out was a fifth of a transposed layer's time); a single phase writes its rows
+    /// whole, GFLA's stride-2 pairs of column parities as interleaved pairs.
+    fn write_out(
+        acc: &[f32],
+        group: &[&Phase],
+        stride: usize,
+        task: [std::ops::Range<usize>; 2],
+        bias: Option<&[f32]>,
+        dst: Disjoint,
+        shape: [usize; 2],
+    ) {
+        let [rows, channels] = task;
+        let [oh, ow] = shape;
+        let n = channels.len();
+        let first = group[0];
+        let step = first.step;
+        let single = group.len() == 1 && step[1] == 1 && first.tapped();
+        let pair = match group {
+            [p0, p1] => {
+                step[1] == 2
+                    && [p0.offset[1], p1.offset[1]] == [0, 1]
+                    && p0.tapped()
+                    && p1.tapped()
+                    && p0.size[1] + p1.size[1] == ow
+            }
+            _ => false,
+        };
+        let cols: Vec<usize> = group.iter().map(|ph| ph.size[1]).collect();
+        for j0 in (0..n).step_by(WRITE_BLOCK) {
+            let block = WRITE_BLOCK.min(n - j0);
+            let b: [f32; WRITE_BLOCK] =
+                std::array::from_fn(|j| bias.map_or(0.0, |b| b[channels.start + (j0 + j).min(n - 1)]));
+            for (y, r) in rows.clone().enumerate() {
+                let oy = first.offset[0] + step[0] * r;
+                // Output row `oy` of channel `j0 + j` of the block.
+                let row = |j: usize| (channels.start + j0 + j) * oh * ow + oy * ow;
+                // Value of column `x` of phase `g` in the block's channel `j`.
+                let at = |g: usize, x: usize, j: usize| acc[g * stride + (y * cols[g] + x) * n + j0 + j];
+                let mut done = 0;
+                if block == WRITE_BLOCK && single {
+                    let src = &acc[y * cols[0] * n + j0..];
+                    done = cols[0] / WRITE_BLOCK * WRITE_BLOCK;
+                    for x0 in (0..done).step_by(WRITE_BLOCK) {
+                        let t = transposed_block(&src[x0 * n..], n);
+                        for (j, t) in t.iter().enumerate() {
+                            let v: [f32; WRITE_BLOCK] = std::array::from_fn(|x| t[x] + b[j]);
+                            // SAFETY: columns offset + x0.. + 8 of output row `oy` of this
+                            // channel are inside `dst` and belong to this task only.
+                            unsafe {
+                                dst.ptr()
+                                    .add(row(j) + first.offset[1] + x0)
+                                    .cast::<[f32; WRITE_BLOCK]>()
+                                    .write_unaligned(v)
+                            };
                         }
-                        continue;
                     }
-                    // Stride-2 pairs (GFLA's decoders): the two column parities interleaved
-                    // into the contiguous row.
-                    if let [p0, p1] = group[..]
-                        && step[1] == 2
-                        && [p0.offset[1], p1.offset[1]] == [0, 1]
-                        && tapped(p0)
-                        && tapped(p1)
-                        && p0.size[1] + p1.size[1] == ow
-                    {
-                        // SAFETY: output row `oy` of channel `c` is inside `out` and belongs to
-                        // this task only (its row parity, row block and channel block).
-                        let out = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(row), ow) };
-                        for ((pair, a), e) in out.chunks_exact_mut(2).zip(src(0)).zip(src(1)) {
-                            pair[0] = a + b;
-                            pair[1] = e + b;
+                } else if block == WRITE_BLOCK && pair {
+                    let (src0, src1) = (&acc[y * cols[0] * n + j0..], &acc[stride + y * cols[1] * n + j0..]);
+                    done = cols[1] / WRITE_BLOCK * WRITE_BLOCK;
+                    for x0 in (0..done).step_by(WRITE_BLOCK) {
+                        let (t0, t1) = (
+                            transposed_block(&src0[x0 * n..], n),
+                            transposed_block(&src1[x0 * n..], n),
+                        );
+                        for j in 0..WRITE_BLOCK {
+                            let v: [f32; 2 * WRITE_BLOCK] = std::array::from_fn(|i| {
+                                let t = if i % 2 == 0 { &t0 } else { &t1 };
+                                t[j][i / 2] + b[j]
+                            });
+                            // SAFETY: columns 2 * x0.. + 16 of output row `oy` of this channel
+                            // are inside `dst` and belong to this task only.
+                            unsafe {
+                                dst.ptr()
+                                    .add(row(j) + 2 * x0)
+                                    .cast::<[f32; 2 * WRITE_BLOCK]>()
+                                    .write_unaligned(v)
+                            };
                         }
-                        if ow % 2 == 1 {
-                            out[ow - 1] = at(0, ow / 2) + b;
-                        }
-                        continue;
                     }
-                    // Column x of phase g is output column offset + step * x: in output order,
-                    // x outer and phases inner.
-                    let cols = group.iter().map(|ph| ph.size[1]).max().unwrap_or(0);
-                    for x in 0..cols {
+                }
+                // The rest value by value. Column x of phase g is output column offset + step
+                // * x: in output order, x outer and phases inner.
+                let widest = cols.iter().copied().max().unwrap_or(0);
+                for (j, &b) in b.iter().enumerate().take(block) {
+                    for x in done..widest {
                         for (g, ph) in group.iter().enumerate() {
                             if x < ph.size[1] {
-                                let v = if tapped(ph) { at(g, x) + b } else { b };
-                                // SAFETY: (c, oy, offset + step * x) is inside `out` and
+                                let v = if ph.tapped() { at(g, x, j) } else { 0.0 } + b;
+                                // SAFETY: (channel, oy, offset + step * x) is inside `dst` and
                                 // belongs to this task only (its row parity, row block and
                                 // channel block).
-                                unsafe { *dst.ptr().add(row + ph.offset[1] + ph.step[1] * x) = v };
+                                unsafe { *dst.ptr().add(row(j) + ph.offset[1] + ph.step[1] * x) = v };
                             }
                         }
                     }
                 }
             }
-        });
-    });
+        }
+    }
 }
 
 /// Channels copied together by [`pad_item`].
@@ -976,6 +1090,18 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
             })
             .collect()
+    }
+
+    /// Row `j` of the block is channel `j`: value `x` is pixel `x`'s, `stride` values apart.
+    #[test]
+    fn transposed_block_turns_pixels_into_channel_rows() {
+        let stride = 11;
+        let src: Vec<f32> = (0..7 * stride + 8).map(|i| i as f32).collect();
+        let t = transposed_block(&src, stride);
+        for (j, row) in t.iter().enumerate() {
+            let want: Vec<f32> = (0..8).map(|x| (x * stride + j) as f32).collect();
+            assert_eq!(row.as_slice(), want.as_slice(), "channel {j}");
+        }
     }
 
     fn naive_conv(x: &[f32], wt: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec<f32> {

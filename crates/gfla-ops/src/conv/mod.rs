@@ -193,6 +193,8 @@ mod tests {
             ([1, 4, 9, 11], [3, 4, 4, 4], [2, 2], [(1, 1), (1, 1)]),
             ([1, 3, 10, 9], [5, 3, 7, 5], [1, 1], [(0, 1), (2, 0)]),
             ([2, 2, 11, 13], [3, 2, 5, 3], [3, 2], [(2, 2), (1, 1)]),
+            // Rows of 8 pixels and blocks of 8 channels written out together, and the rest.
+            ([1, 3, 6, 11], [20, 3, 5, 3], [1, 1], [(2, 2), (1, 1)]),
             // Winograd's, forward (3x3 and 4x4 stride 2) and, for 3x3, the input gradient.
             ([2, 8, 7, 6], [16, 8, 3, 3], [1, 1], [(1, 1), (1, 1)]),
             ([1, 4, 10, 9], [16, 4, 4, 4], [2, 2], [(1, 1), (1, 1)]),
@@ -215,6 +217,10 @@ mod tests {
             ([1, 5, 4, 6], [5, 3, 4, 4], [2, 2], [1, 1], [0, 0]),
             ([1, 2, 5, 5], [2, 2, 3, 3], [1, 1], [1, 1], [0, 0]),
             ([1, 3, 4, 5], [3, 2, 5, 3], [3, 2], [2, 1], [1, 1]),
+            // Pairs of column parities written out in blocks of 8 pixels and channels, with
+            // and without a last odd column.
+            ([1, 4, 3, 9], [4, 20, 3, 3], [2, 2], [1, 1], [1, 1]),
+            ([1, 4, 3, 9], [4, 20, 3, 3], [2, 2], [1, 1], [0, 0]),
         ] {
             let options = ConvTransposeOptions::new(stride, padding, padding_out, [1, 1], 1);
             compare(
