@@ -20,6 +20,8 @@ fn inputs(spec: &ModelSpec, batch: usize, device: &Device) -> [Tensor<4>; 3] {
 }
 
 fn forward(c: &mut Criterion) {
+    // As the workspace's binaries do (see the function).
+    gfla_ops::reuse_freed_memory();
     let device = Device::flex();
     let mut group = c.benchmark_group("generator_forward");
     group
@@ -46,6 +48,7 @@ fn forward(c: &mut Criterion) {
 }
 
 fn training_step(c: &mut Criterion) {
+    gfla_ops::reuse_freed_memory();
     let device = Device::flex().autodiff();
     let mut group = c.benchmark_group("generator_train_step");
     group

@@ -290,6 +290,8 @@ fn generator_rows(rows: &mut Vec<Row>, quick: bool) {
 }
 
 fn main() {
+    // Tensors freed on every step are reused, not mapped afresh (see the function).
+    gfla_ops::reuse_freed_memory();
     let quick = std::env::args().any(|a| a == "quick");
     let device = Device::flex();
     let m = Tensor::<2>::random([1024, 1024], Distribution::Uniform(-1.0, 1.0), &device);

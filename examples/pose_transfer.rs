@@ -15,6 +15,8 @@ use clap::Parser;
 use gfla::pose_transfer::{Args, run};
 
 fn main() {
+    // Tensors freed on every step are reused, not mapped afresh (see the function).
+    gfla_ops::reuse_freed_memory();
     let args = Args::parse();
     let start = Instant::now();
     match run(&args) {

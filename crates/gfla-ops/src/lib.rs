@@ -35,6 +35,7 @@ mod device;
 mod flow;
 pub mod fused;
 mod loss;
+mod memory;
 mod norm;
 mod sample;
 mod warp;
@@ -52,6 +53,7 @@ pub use fused::{
 pub use loss::{
     best_similarity, content_loss, gram, l1, sampling_correctness, style_loss, style_term,
 };
+pub use memory::reuse_freed_memory;
 pub use norm::instance_norm_leaky_relu;
 pub use sample::{Padding, bilinear_sample};
 pub use warp::{resample_gaussian, warp_bilinear};

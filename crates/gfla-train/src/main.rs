@@ -448,6 +448,8 @@ fn print_scores(s: &Scores) {
 }
 
 fn main() {
+    // Tensors freed on every step are reused, not mapped afresh (see the function).
+    gfla_model::gfla_ops::reuse_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Synth(args) => synth(args),
