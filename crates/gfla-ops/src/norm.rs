@@ -37,7 +37,7 @@ mod flex {
     use rayon::prelude::*;
 
     use crate::autodiff::{backward_step, record};
-    use crate::simd::{Disjoint, values};
+    use crate::simd::{Disjoint, sum8, values};
 
     /// The fused pre-activation, on Flex and `Autodiff<Flex>` ([`super`] calls it there only).
     /// `scale_shift` is `[gamma; beta]`, `[2C]`.
@@ -209,19 +209,6 @@ mod flex {
                 *dx = scale * (*dx - mean_dz - (x - mean) * rstd * mean_dzh);
             }
         }
-    }
-
-    /// `sum f(x)` with eight partial sums, so that the reduction vectorises.
-    #[inline(always)]
-    fn sum8(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
-        let mut acc = [0.0f64; 8];
-        let (chunks, rest) = x.as_chunks::<8>();
-        for chunk in chunks {
-            for l in 0..8 {
-                acc[l] += f(chunk[l]);
-            }
-        }
-        acc.iter().sum::<f64>() + rest.iter().map(|&v| f(v)).sum::<f64>()
     }
 
     multiversion! {

@@ -27,6 +27,19 @@ macro_rules! multiversion {
     };
 }
 
+/// `sum f(x)` with eight partial sums, so that the reduction vectorises.
+#[inline(always)]
+pub(crate) fn sum8(x: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (chunks, rest) = x.as_chunks::<8>();
+    for chunk in chunks {
+        for l in 0..8 {
+            acc[l] += f(chunk[l]);
+        }
+    }
+    acc.iter().sum::<f64>() + rest.iter().map(|&v| f(v)).sum::<f64>()
+}
+
 /// `len` zeros written by all threads: a `memset` of large padded copies and outputs on the
 /// calling thread alone was a visible serial part of a generator's forward.
 pub(crate) fn zeros(len: usize) -> Vec<f32> {

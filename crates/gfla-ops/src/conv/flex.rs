@@ -93,12 +93,30 @@ fn transposed_forward(
     tensor(y, [n, g.out_channels, oh, ow])
 }
 
-/// Sum of `dy` (`[B, O, h, w]`) over everything but the channel: the bias gradient.
+multiversion! {
+    /// `sum` gets the sum of `x` in float64.
+    fn plane_sum(x: &[f32], sum: &mut f64) {
+        *sum = crate::simd::sum8(x, |v| v as f64);
+    }
+}
+
+/// Sum of `dy` (`[B, O, h, w]`) over everything but the channel: the bias gradient. Planes in
+/// parallel, each in eight float64 lanes: one sequential sum per plane was 1 % of a training
+/// step.
 fn bias_grad(dy: &[f32], channels: usize, [h, w]: [usize; 2]) -> FlexTensor {
-    let plane = h * w;
+    use rayon::prelude::*;
+    let plane = (h * w).max(1);
+    let planes: Vec<f64> = dy
+        .par_chunks_exact(plane)
+        .map(|x| {
+            let mut sum = 0.0;
+            plane_sum(x, &mut sum);
+            sum
+        })
+        .collect();
     let mut sums = vec![0.0f64; channels];
-    for (i, chunk) in dy.chunks_exact(plane).enumerate() {
-        sums[i % channels] += chunk.iter().map(|&v| v as f64).sum::<f64>();
+    for (i, s) in planes.iter().enumerate() {
+        sums[i % channels] += s;
     }
     tensor(sums.into_iter().map(|v| v as f32).collect(), [channels])
 }
