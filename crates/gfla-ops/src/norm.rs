@@ -5,10 +5,10 @@ use burn::tensor::Tensor;
 
 /// `leaky_relu(norm.forward(x), slope)` for `x` `[B, C, H, W]`. On Flex in float32 it is one
 /// parallel kernel: per channel plane the mean and variance (in float64), then one pass that
-/// normalises, scales, shifts and rectifies; under autodiff its backward is one too (two
+/// normalises, scales, shifts and rectifies; under autodiff its backward is one too (three
 /// passes per plane after the statistics). Burn's InstanceNorm and the activation are eight
 /// memory-bound passes forward, some on one thread, over maps of up to 64 x 256 x 256 in GFLA,
-/// and about twenty backward, each keeping its own intermediate. Elsewhere it runs exactly
+/// and more backward, each op keeping its own intermediate. Elsewhere it runs exactly
 /// those.
 pub fn instance_norm_leaky_relu(norm: &InstanceNorm, x: Tensor<4>, slope: f64) -> Tensor<4> {
     #[cfg(feature = "flex")]
