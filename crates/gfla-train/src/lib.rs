@@ -17,6 +17,10 @@
 //! * [`synth`]: a synthetic pose-transfer dataset (textured figures in random poses over random
 //!   backgrounds) written in the official layout, for testing the pipeline without the real
 //!   data: `gfla-train synth --out DIR`.
+//!
+//! A program that trains on the CPU should call `gfla_model::gfla_ops::reuse_freed_memory()`
+//! once at its start, as the `gfla-train` binary does: the step's large tensors are then reused
+//! instead of mapped afresh (a DeepFashion step 15 % faster on the README's machine).
 
 pub use gfla_model;
 
