@@ -1,6 +1,6 @@
 //! The speed table of the README: the local attention and the whole generator against the
 //! official networks in PyTorch on the same machine, with FLOP counts, throughput and the
-//! attention's peak memory.
+//! peak memory of the attention and of a training step.
 //!
 //! `cargo bench --bench speed` (flex, all cores; `RAYON_NUM_THREADS=2` to match the PyTorch
 //! figures' 2 threads on a bigger machine). Each time is the median of at least 3 runs after a
@@ -231,7 +231,7 @@ fn inputs(spec: &ModelSpec, batch: usize, device: &Device) -> [Tensor<4>; 3] {
     [u(3, -1.0), u(18, 0.0), u(18, 0.0)]
 }
 
-fn generator_rows(rows: &mut Vec<Row>, quick: bool) {
+fn generator_rows(rows: &mut Vec<Row>, memory: &mut Vec<String>, quick: bool) {
     let device = Device::flex();
     let cases: &[(ModelSpec, usize, Option<f64>, &'static str)] = &[
         (ModelSpec::market(), 1, Some(0.0276), "<= 0.014 s"),
@@ -275,6 +275,11 @@ fn generator_rows(rows: &mut Vec<Row>, quick: bool) {
             (out.image - target.clone()).abs().mean().backward()
         };
         let (_, macs) = flops::count_macs(step);
+        memory.push(format!(
+            "\nPeak memory allocated during a {} G training step (batch 2): {:.0} MB",
+            spec.name,
+            peak_bytes(step) as f64 / (1 << 20) as f64
+        ));
         rows.push(Row {
             what: format!(
                 "{} G training step (forward, L1, backward), batch 2",
@@ -307,7 +312,7 @@ fn main() {
     let mut rows = Vec::new();
     let mut memory = Vec::new();
     attention_rows(&mut rows, &mut memory);
-    generator_rows(&mut rows, quick);
+    generator_rows(&mut rows, &mut memory, quick);
 
     println!("| case | gfla-rs | PyTorch | target | GFLOP | GFLOP/s (% of GEMM peak) |");
     println!("|---|---|---|---|---|---|");
