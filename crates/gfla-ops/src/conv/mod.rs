@@ -193,8 +193,9 @@ mod tests {
             ([1, 4, 9, 11], [3, 4, 4, 4], [2, 2], [(1, 1), (1, 1)]),
             ([1, 3, 10, 9], [5, 3, 7, 5], [1, 1], [(0, 1), (2, 0)]),
             ([2, 2, 11, 13], [3, 2, 5, 3], [3, 2], [(2, 2), (1, 1)]),
-            // Rows of 8 pixels and blocks of 8 channels written out together, and the rest.
-            ([1, 3, 6, 11], [20, 3, 5, 3], [1, 1], [(2, 2), (1, 1)]),
+            // Rows of 8 pixels and blocks of 8 channels written out together, and the rest; the
+            // weight gradient of a small map split by channels, over two items.
+            ([2, 3, 6, 11], [20, 3, 5, 3], [1, 1], [(2, 2), (1, 1)]),
             // Winograd's, forward (3x3 and 4x4 stride 2) and, for 3x3, the input gradient.
             ([2, 8, 7, 6], [16, 8, 3, 3], [1, 1], [(1, 1), (1, 1)]),
             ([1, 4, 10, 9], [16, 4, 4, 4], [2, 2], [(1, 1), (1, 1)]),
