@@ -515,7 +515,8 @@ multiversion! {
             }
             _ => false,
         };
-        let cols: Vec<usize> = group.iter().map(|ph| ph.size[1]).collect();
+        let cols = |g: usize| group[g].size[1];
+        let widest = group.iter().map(|ph| ph.size[1]).max().unwrap_or(0);
         for j0 in (0..n).step_by(WRITE_BLOCK) {
             let block = WRITE_BLOCK.min(n - j0);
             let b: [f32; WRITE_BLOCK] =
@@ -525,11 +526,11 @@ multiversion! {
                 // Output row `oy` of channel `j0 + j` of the block.
                 let row = |j: usize| (channels.start + j0 + j) * oh * ow + oy * ow;
                 // Value of column `x` of phase `g` in the block's channel `j`.
-                let at = |g: usize, x: usize, j: usize| acc[g * stride + (y * cols[g] + x) * n + j0 + j];
+                let at = |g: usize, x: usize, j: usize| acc[g * stride + (y * cols(g) + x) * n + j0 + j];
                 let mut done = 0;
                 if block == WRITE_BLOCK && single {
-                    let src = &acc[y * cols[0] * n + j0..];
-                    done = cols[0] / WRITE_BLOCK * WRITE_BLOCK;
+                    let src = &acc[y * cols(0) * n + j0..];
+                    done = cols(0) / WRITE_BLOCK * WRITE_BLOCK;
                     for x0 in (0..done).step_by(WRITE_BLOCK) {
                         let t = transposed_block(&src[x0 * n..], n);
                         for (j, t) in t.iter().enumerate() {
@@ -545,8 +546,8 @@ multiversion! {
                         }
                     }
                 } else if block == WRITE_BLOCK && pair {
-                    let (src0, src1) = (&acc[y * cols[0] * n + j0..], &acc[stride + y * cols[1] * n + j0..]);
-                    done = cols[1] / WRITE_BLOCK * WRITE_BLOCK;
+                    let (src0, src1) = (&acc[y * cols(0) * n + j0..], &acc[stride + y * cols(1) * n + j0..]);
+                    done = cols(1) / WRITE_BLOCK * WRITE_BLOCK;
                     for x0 in (0..done).step_by(WRITE_BLOCK) {
                         let (t0, t1) = (
                             transposed_block(&src0[x0 * n..], n),
@@ -570,7 +571,6 @@ multiversion! {
                 }
                 // The rest value by value. Column x of phase g is output column offset + step
                 // * x: in output order, x outer and phases inner.
-                let widest = cols.iter().copied().max().unwrap_or(0);
                 for (j, &b) in b.iter().enumerate().take(block) {
                     for x in done..widest {
                         for (g, ph) in group.iter().enumerate() {
@@ -786,15 +786,7 @@ pub fn conv2d_weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
                     let y0 = t * rows_per_task;
                     let rows = rows_per_task.min(oh - y0);
                     let m = rows * wp;
-                    // This block's output gradient with zeros in the dropped columns, so that
-                    // they add nothing.
-                    let mut dz = vec![0.0f32; m * oc];
-                    for o in 0..oc {
-                        for y in 0..rows {
-                            dz[o * m + y * wp..][..ow]
-                                .copy_from_slice(&gi[(o * oh + y0 + y) * ow..][..ow]);
-                        }
-                    }
+                    let dz = padded_gradient(gi, [oh, ow], wp, y0..y0 + rows, 0..oc);
                     for u in 0..kh2 {
                         let start = ((y0 + u) * wp) * p.channels;
                         product(
@@ -831,6 +823,26 @@ pub fn conv2d_weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     out
 }
 
+/// Rows `rows` of channels `channels` of one item's output gradient `gi` (`[oc, oh, ow]`) as
+/// `[channel][row][wp]`, zero in the columns past `ow` (which the products over the padded
+/// image compute, so that they add nothing to the weight gradient).
+fn padded_gradient(
+    gi: &[f32],
+    [oh, ow]: [usize; 2],
+    wp: usize,
+    rows: std::ops::Range<usize>,
+    channels: std::ops::Range<usize>,
+) -> Vec<f32> {
+    let mut dz = Vec::with_capacity(channels.len() * rows.len() * wp);
+    for o in channels {
+        for y in rows.clone() {
+            dz.extend_from_slice(&gi[(o * oh + y) * ow..][..ow]);
+            dz.resize(dz.len() + wp - ow, 0.0);
+        }
+    }
+    dz
+}
+
 /// Pixels per task below which [`conv2d_weight_grad`] splits the work by output channels
 /// instead of rows.
 const SMALL_TASK_PIXELS: usize = 64;
@@ -855,14 +867,7 @@ fn weight_grad_by_channels(
         .map(|b| {
             let channels = b * LANES..((b + 1) * LANES).min(oc);
             let n = channels.len();
-            // The block's output gradient with zeros in the dropped columns.
-            let mut dz = Vec::with_capacity(m * n);
-            for o in channels.clone() {
-                for y in 0..oh {
-                    dz.extend_from_slice(&gi[(o * oh + y) * ow..][..ow]);
-                    dz.resize(dz.len() + wp - ow, 0.0);
-                }
-            }
+            let dz = padded_gradient(gi, [oh, ow], wp, 0..oh, channels.clone());
             let mut part = vec![0.0f32; kh2 * k * n];
             for u in 0..kh2 {
                 product(
