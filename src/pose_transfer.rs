@@ -77,6 +77,11 @@ pub struct Args {
     /// Target poses rendered per batch.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Convolution products in bfloat16 (`--device cpu` on a CPU with AVX-512 BF16: AMD Zen 4
+    /// and later, Intel Sapphire Rapids and later): about 1.4x faster, pictures within a few
+    /// levels of 255 of float32's.
+    #[arg(long)]
+    pub bf16: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +177,25 @@ impl std::fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// Turns on bfloat16 products ([`gfla_ops::conv::set_bf16_products`]) where they can run.
+fn use_bf16(device: DeviceKind) -> Result<()> {
+    ensure!(
+        device == DeviceKind::Cpu,
+        "--bf16 is for --device cpu (the flex backend's convolutions)"
+    );
+    #[cfg(feature = "flex")]
+    {
+        ensure!(
+            gfla_ops::conv::bf16_supported(),
+            "--bf16 needs a CPU with AVX-512 BF16 (AMD Zen 4 or later, Intel Sapphire Rapids or later); this one lacks it"
+        );
+        gfla_ops::conv::set_bf16_products(true);
+        Ok(())
+    }
+    #[cfg(not(feature = "flex"))]
+    Err(anyhow!("--bf16 needs a build with the flex feature"))
 }
 
 /// A target pose with the frame its coordinates are in.
@@ -294,8 +318,11 @@ fn legible(img: &RgbImage) -> RgbImage {
 
 /// Runs the example; returns what was written.
 pub fn run(args: &Args) -> Result<Report> {
-    let device = args.device.device()?;
     ensure!(args.batch > 0, "--batch must be at least 1");
+    if args.bf16 {
+        use_bf16(args.device)?;
+    }
+    let device = args.device.device()?;
     let demo = args.source.is_none();
 
     // Inputs: all read and checked before the network is touched.

@@ -224,4 +224,13 @@ fn the_command_line_is_checked() {
     assert!(no(&["--device", "tpu"]).contains("possible values: cpu, ndarray, wgpu, cuda"));
     let a = args(&["--target-frame", "256x176", "--keep-size"]);
     assert_eq!(a.target_frame, Some([256, 176]));
+    // bfloat16 products are the CPU convolutions': refused for other devices before any work.
+    let err = format!(
+        "{:#}",
+        run(&args(&["--bf16", "--device", "wgpu"])).unwrap_err()
+    );
+    assert_eq!(
+        err,
+        "--bf16 is for --device cpu (the flex backend's convolutions)"
+    );
 }

@@ -87,6 +87,9 @@ pub(super) struct Phase {
     /// The kernel as `kh` row blocks of `[kw * C, out_channels]`, each packed in panels of
     /// [`LANES`] output channels (`[kh][O / LANES][kw * C][LANES]`, see [`packed`]).
     rhs: Vec<f32>,
+    /// `rhs` in bfloat16 pairs (`[kh][O / LANES][kw * C / 2][LANES]`), made at the first
+    /// product in bfloat16.
+    pairs: std::sync::OnceLock<Vec<u32>>,
     kernel: [usize; 2],
     /// Pixel of `P` under output (0, 0)'s top-left tap.
     origin: [usize; 2],
@@ -313,13 +316,15 @@ fn direct_kernel(ph: &Phase, channels: usize, oc: usize) -> Vec<f32> {
     out
 }
 
-/// Runs `phases` over one batch item: `out` is `[out_channels, oh, ow]`.
+/// Runs `phases` over one batch item: `out` is `[out_channels, oh, ow]`; `bf16`: the products
+/// of layers with more than [`DIRECT`] output channels in bfloat16 ([`super::bf16`]).
 fn run_phases(
     p: &Padded,
     phases: &[Phase],
     bias: Option<&[f32]>,
     out: &mut [f32],
     [oc, oh, ow]: [usize; 3],
+    bf16: bool,
 ) {
     let wp = p.width;
     let rows = phases.iter().map(|ph| ph.size[0]).max().unwrap_or(0);
@@ -375,6 +380,26 @@ fn run_phases(
                 })
         })
         .collect();
+    // The image converted once, each phase's kernel once per prepared kernel. Two spare values:
+    // the pair read at a pixel's last value when `k` is odd.
+    let image16 = bf16.then(|| super::bf16::convert(&p.data, 2));
+    let pairs: Vec<Option<&[u32]>> = phases
+        .iter()
+        .map(|ph| {
+            let k = ph.kernel[1] * p.channels;
+            image16.as_ref().map(|_| {
+                ph.pairs
+                    .get_or_init(|| super::bf16::pack_pairs(&ph.rhs, k, LANES))
+                    .as_slice()
+            })
+        })
+        .collect();
+    let index = |ph: &Phase| {
+        phases
+            .iter()
+            .position(|q| std::ptr::eq(q, ph))
+            .expect("a phase of this call")
+    };
     tasks.into_par_iter().for_each(|(i, y0, c0)| {
         let group = &groups[i];
         let first = group[0];
@@ -407,7 +432,33 @@ fn run_phases(
                 let cols = ph.size[1];
                 let acc = &mut acc[g * m * n..][..rows * cols * n];
                 let (shape, grid) = ([rows * cols, n, k], [cols, wp]);
-                panel::product_pixels(acc, shape, &p.data, p.channels, grid, &segments, c0 / LANES);
+                if let (Some(image), Some(pairs)) = (&image16, pairs[index(ph)]) {
+                    let row = k.div_ceil(2) * oc.next_multiple_of(LANES);
+                    let segments: Vec<(usize, &[u32])> = segments
+                        .iter()
+                        .enumerate()
+                        .map(|(u, s)| (s.start, &pairs[u * row..][..row]))
+                        .collect();
+                    super::bf16::product_pixels(
+                        acc,
+                        shape,
+                        image,
+                        p.channels,
+                        grid,
+                        &segments,
+                        c0 / LANES,
+                    );
+                } else {
+                    panel::product_pixels(
+                        acc,
+                        shape,
+                        &p.data,
+                        p.channels,
+                        grid,
+                        &segments,
+                        c0 / LANES,
+                    );
+                }
             }
             let rows = y0..y0 + rows;
             write_out(
@@ -712,6 +763,7 @@ pub(super) fn prepare_conv(weight: &[f32], g: &ConvGeometry, reused: bool) -> Co
         });
     ConvKernel::Gemm(Phase {
         rhs,
+        pairs: Default::default(),
         kernel: s2d.kernel,
         origin: [0, 0],
         size: g.output(),
@@ -723,21 +775,23 @@ pub(super) fn prepare_conv(weight: &[f32], g: &ConvGeometry, reused: bool) -> Co
 /// `y = conv(x, weight) + bias` with `weight` `[O, C, kh, kw]`, zero padding, dilation 1 and
 /// one group, as PyTorch's `conv2d`. Returns `[B, O, oh, ow]`.
 pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
-    conv2d_prepared(x, &prepare_conv(weight, g, false), bias, g)
+    conv2d_prepared(x, &prepare_conv(weight, g, false), bias, g, false)
 }
 
-/// [`conv2d`] with the kernel [`prepare_conv`] made for `g`.
+/// [`conv2d`] with the kernel [`prepare_conv`] made for `g`; `bf16`: the products in bfloat16
+/// ([`super::bf16`]).
 pub(super) fn conv2d_prepared(
     x: &[f32],
     kernel: &ConvKernel,
     bias: Option<&[f32]>,
     g: &ConvGeometry,
+    bf16: bool,
 ) -> Vec<f32> {
     let [n, c, h, w] = g.input;
     let oc = g.out_channels;
     assert_eq!(x.len(), n * c * h * w, "conv2d: input size");
     let phase = match kernel {
-        ConvKernel::Winograd(t) => return super::winograd::conv2d(x, t, bias, g),
+        ConvKernel::Winograd(t) => return super::winograd::conv2d(x, t, bias, g, bf16),
         ConvKernel::Gemm(phase) => std::slice::from_ref(phase),
     };
     let s2d = SpaceToDepth::new(g);
@@ -747,7 +801,7 @@ pub(super) fn conv2d_prepared(
         .chunks_exact(c * h * w)
         .zip(out.chunks_exact_mut(oc * oh * ow))
     {
-        run_phases(&s2d.pad(xi), phase, bias, yi, [oc, oh, ow]);
+        run_phases(&s2d.pad(xi), phase, bias, yi, [oc, oh, ow], bf16);
     }
     out
 }
@@ -1079,6 +1133,7 @@ pub(super) fn prepare_transposed(
             let origin = |ax: &Axis, margin: usize| (ax.d + margin + 1).saturating_sub(ax.taps);
             phases.push(Phase {
                 rhs,
+                pairs: Default::default(),
                 kernel: [ta, tb],
                 origin: [origin(ra, top), origin(cb, left)],
                 size: [ra.len, cb.len],
@@ -1103,15 +1158,17 @@ pub fn conv_transpose2d(
     bias: Option<&[f32]>,
     g: &TransposedGeometry,
 ) -> Vec<f32> {
-    conv_transpose2d_prepared(x, &prepare_transposed(weight, g, false), bias, g)
+    conv_transpose2d_prepared(x, &prepare_transposed(weight, g, false), bias, g, false)
 }
 
-/// [`conv_transpose2d`] with the kernel [`prepare_transposed`] made for `g`.
+/// [`conv_transpose2d`] with the kernel [`prepare_transposed`] made for `g`; `bf16` as in
+/// [`conv2d_prepared`].
 pub(super) fn conv_transpose2d_prepared(
     x: &[f32],
     kernel: &TransposedKernel,
     bias: Option<&[f32]>,
     g: &TransposedGeometry,
+    bf16: bool,
 ) -> Vec<f32> {
     let [n, c, h, w] = g.input;
     let oc = g.out_channels;
@@ -1120,7 +1177,7 @@ pub(super) fn conv_transpose2d_prepared(
         TransposedKernel::Winograd(t) => {
             let conv = super::winograd::transposed_as_conv(g)
                 .expect("conv_transpose2d: a Winograd kernel made for another geometry");
-            return super::winograd::conv2d(x, t, bias, &conv);
+            return super::winograd::conv2d(x, t, bias, &conv, bf16);
         }
         TransposedKernel::Phases {
             phases,
@@ -1135,7 +1192,7 @@ pub(super) fn conv_transpose2d_prepared(
         .zip(out.chunks_exact_mut(oc * oh * ow))
     {
         let p = pad_item(xi, [c, h, w], [1, 1], margin, size);
-        run_phases(&p, phases, bias, yi, [oc, oh, ow]);
+        run_phases(&p, phases, bias, yi, [oc, oh, ow], bf16);
     }
     out
 }
@@ -1308,6 +1365,92 @@ mod tests {
                 })
                 .collect();
             close(&conv2d_weight_grad(&x, &dy, &g), &expected);
+        }
+    }
+
+    /// `x` with every value rounded to bfloat16.
+    fn rounded(x: &[f32]) -> Vec<f32> {
+        x.iter()
+            .map(|&v| f32::from_bits((super::super::bf16::to_bf16(v) as u32) << 16))
+            .collect()
+    }
+
+    /// bfloat16 products against the naive sums: of the rounded input and weight where the
+    /// product reads them as they are (the GEMM paths), within bfloat16's rounding of the
+    /// transformed values (Winograd's, 2^-8 of the sum of the absolute terms times the 16 or
+    /// 9 terms of a transform).
+    fn check_bf16(got: &[f32], exact: &[f32], of_rounded: &[f32], scale: &[f32], winograd: bool) {
+        for (i, (&g, ((&e, &r), &s))) in got
+            .iter()
+            .zip(exact.iter().zip(of_rounded).zip(scale))
+            .enumerate()
+        {
+            if winograd {
+                assert!(
+                    (g - e).abs() <= 16.0 * s / 256.0 + 1e-5,
+                    "at {i}: {g} vs {e} (scale {s})"
+                );
+            } else {
+                assert!((g - r).abs() < 1e-4, "at {i}: {g} vs {r}");
+            }
+        }
+        // Rounded, not float32's: the products did run in bfloat16.
+        assert!(
+            got.iter().zip(exact).any(|(g, e)| (g - e).abs() > 1e-5),
+            "no rounding seen"
+        );
+    }
+
+    #[test]
+    fn bf16_products_match_naive_sums() {
+        if !super::super::bf16::bf16_supported() {
+            eprintln!("skipped: this CPU lacks AVX-512 BF16");
+            return;
+        }
+        let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+        // Only layers of more than DIRECT output channels take bfloat16 products.
+        for g in conv_cases().into_iter().filter(|g| g.out_channels > DIRECT) {
+            let ([n, c, h, w], oc, [kh, kw]) = (g.input, g.out_channels, g.kernel);
+            let x = lcg(n * c * h * w, 1);
+            let wt = lcg(oc * c * kh * kw, 2);
+            let b = lcg(oc, 3);
+            let kernel = prepare_conv(&wt, &g, false);
+            let winograd = matches!(kernel, ConvKernel::Winograd(_));
+            check_bf16(
+                &conv2d_prepared(&x, &kernel, Some(&b), &g, true),
+                &naive_conv(&x, &wt, &b, &g),
+                &naive_conv(&rounded(&x), &rounded(&wt), &b, &g),
+                &naive_conv(&abs(&x), &abs(&wt), &vec![0.0; oc], &g),
+                winograd,
+            );
+        }
+        for (input, oc, kernel, stride, crop, output) in [
+            ([1, 8, 3, 3], 20, [3, 3], [2, 2], [1, 1], [5, 5]),
+            ([1, 8, 2, 3], 18, [5, 3], [3, 2], [2, 0], [5, 7]),
+            ([1, 7, 4, 4], 33, [4, 4], [2, 2], [1, 1], [8, 8]),
+            ([2, 8, 5, 6], 16, [3, 3], [1, 1], [1, 1], [5, 6]),
+        ] {
+            let g = TransposedGeometry {
+                input,
+                out_channels: oc,
+                kernel,
+                stride,
+                crop,
+                output,
+            };
+            let [n, c, h, w] = input;
+            let x = lcg(n * c * h * w, 4);
+            let wt = lcg(c * oc * kernel[0] * kernel[1], 5);
+            let b = lcg(oc, 6);
+            let prepared = prepare_transposed(&wt, &g, false);
+            let winograd = matches!(prepared, TransposedKernel::Winograd(_));
+            check_bf16(
+                &conv_transpose2d_prepared(&x, &prepared, Some(&b), &g, true),
+                &naive_transposed(&x, &wt, &b, &g),
+                &naive_transposed(&rounded(&x), &rounded(&wt), &b, &g),
+                &naive_transposed(&abs(&x), &abs(&wt), &vec![0.0; oc], &g),
+                winograd,
+            );
         }
     }
 

@@ -38,13 +38,14 @@ pub trait GemmConvBackend: Backend {
 }
 
 /// [`cpu::conv2d`]; `constant`: the weight needs no gradient, so its prepared kernel is kept
-/// between calls ([`cache`]).
+/// between calls ([`cache`]); `bf16` (only with `constant`): the products in bfloat16.
 fn conv2d(
     x: &[f32],
     w: &FlexTensor,
     b: Option<&[f32]>,
     g: &ConvGeometry,
     constant: bool,
+    bf16: bool,
 ) -> Vec<f32> {
     if !constant {
         return cpu::conv2d(x, &values(w), b, g);
@@ -52,16 +53,17 @@ fn conv2d(
     let kernel = cache::prepared(w, Purpose::conv(g), cpu::ConvKernel::bytes, |reused| {
         cpu::prepare_conv(&values(w), g, reused)
     });
-    cpu::conv2d_prepared(x, &kernel, b, g)
+    cpu::conv2d_prepared(x, &kernel, b, g, bf16)
 }
 
-/// [`cpu::conv_transpose2d`]; `constant` as in [`conv2d`].
+/// [`cpu::conv_transpose2d`]; `constant` and `bf16` as in [`conv2d`].
 fn conv_transpose2d(
     x: &[f32],
     w: &FlexTensor,
     b: Option<&[f32]>,
     g: &TransposedGeometry,
     constant: bool,
+    bf16: bool,
 ) -> Vec<f32> {
     if !constant {
         return cpu::conv_transpose2d(x, &values(w), b, g);
@@ -72,13 +74,15 @@ fn conv_transpose2d(
         cpu::TransposedKernel::bytes,
         |reused| cpu::prepare_transposed(&values(w), g, reused),
     );
-    cpu::conv_transpose2d_prepared(x, &kernel, b, g)
+    cpu::conv_transpose2d_prepared(x, &kernel, b, g, bf16)
 }
 
 fn conv_forward([x, w, b]: [&FlexTensor; 3], g: &ConvGeometry, constant: bool) -> FlexTensor {
     let [n, _, _, _] = g.input;
     let [oh, ow] = g.output();
-    let y = conv2d(&values(x), w, Some(&values(b)), g, constant);
+    // Only a forward's products: the backward's stay float32.
+    let bf16 = constant && super::bf16::bf16_products();
+    let y = conv2d(&values(x), w, Some(&values(b)), g, constant, bf16);
     tensor(y, [n, g.out_channels, oh, ow])
 }
 
@@ -89,7 +93,8 @@ fn transposed_forward(
 ) -> FlexTensor {
     let [n, _, _, _] = g.input;
     let [oh, ow] = g.output;
-    let y = conv_transpose2d(&values(x), w, Some(&values(b)), g, constant);
+    let bf16 = constant && super::bf16::bf16_products();
+    let y = conv_transpose2d(&values(x), w, Some(&values(b)), g, constant, bf16);
     tensor(y, [n, g.out_channels, oh, ow])
 }
 
@@ -144,7 +149,10 @@ fn conv_backward(
             output: [h, wd],
         };
         // A weight without a gradient (a frozen network's) keeps its prepared kernel.
-        tensor(conv_transpose2d(&dy, &w, None, &t, !want[1]), g.input)
+        tensor(
+            conv_transpose2d(&dy, &w, None, &t, !want[1], false),
+            g.input,
+        )
     });
     let dw = want[1].then(|| {
         let shape = w.layout().shape().clone();
@@ -180,7 +188,7 @@ fn transposed_backward(
         ],
     };
     debug_assert_eq!(conv.output(), [g.input[2], g.input[3]]);
-    let dx = want[0].then(|| tensor(conv2d(&dy, &w, None, &conv, !want[1]), g.input));
+    let dx = want[0].then(|| tensor(conv2d(&dy, &w, None, &conv, !want[1], false), g.input));
     let dw = want[1].then(|| {
         let shape = w.layout().shape().clone();
         tensor(cpu::conv2d_weight_grad(&dy, &values(&x), &conv), shape)

@@ -20,6 +20,8 @@ use burn::tensor::{DType, Tensor};
 use crate::device::{Kernels, kernels};
 
 #[cfg(feature = "flex")]
+mod bf16;
+#[cfg(feature = "flex")]
 mod cache;
 #[cfg(feature = "flex")]
 mod cpu;
@@ -30,6 +32,8 @@ pub(crate) mod panel;
 #[cfg(feature = "flex")]
 mod winograd;
 
+#[cfg(feature = "flex")]
+pub use bf16::{bf16_products, bf16_supported, set_bf16_products};
 #[cfg(feature = "flex")]
 pub use cache::{
     DEFAULT_KERNEL_CACHE_LIMIT, clear_kernel_cache, kernel_cache_bytes, set_kernel_cache_limit,

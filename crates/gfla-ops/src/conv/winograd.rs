@@ -11,6 +11,9 @@
 
 use rayon::prelude::*;
 
+use std::sync::OnceLock;
+
+use super::bf16;
 use super::cpu::{ConvGeometry, TransposedGeometry};
 use super::panel;
 use crate::simd::Disjoint;
@@ -103,6 +106,8 @@ const REUSED_4X4: usize = 32;
 pub(super) struct Transformed {
     algorithm: Algorithm,
     u: Vec<f32>,
+    /// `u` in bfloat16 pairs ([`bf16::pack_pairs`]), made at the first product in bfloat16.
+    pairs: OnceLock<Vec<u32>>,
 }
 
 impl Transformed {
@@ -124,7 +129,11 @@ pub(super) fn prepare(weight: &[f32], g: &ConvGeometry, reused: bool) -> Option<
     };
     let points = algorithm.points();
     let u = panel::pack(&u, points * points, algorithm.channels(c), o, panel::PANEL);
-    Some(Transformed { algorithm, u })
+    Some(Transformed {
+        algorithm,
+        u,
+        pairs: OnceLock::new(),
+    })
 }
 
 /// Output channels transformed together, one vector lane each.
@@ -483,8 +492,9 @@ multiversion! {
 
 thread_local! {
     /// Each thread's transformed input and products of a block, kept between tasks and calls.
-    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// (In bfloat16, also the transformed input's pairs.)
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<u32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// The row length of a block's transformed input and products (`[.][tiles]`): its tiles,
@@ -501,14 +511,18 @@ fn grow(buffer: &mut Vec<f32>, len: usize) {
 }
 
 /// `y = conv(x, weight) + bias` with the kernel [`prepare`] transformed for `g`, as
-/// [`super::cpu::conv2d`]. Returns `[B, O, oh, ow]`.
+/// [`super::cpu::conv2d`]; `in_bf16`: the products in bfloat16 ([`bf16`]). Returns
+/// `[B, O, oh, ow]`.
 pub(super) fn conv2d(
     x: &[f32],
     kernel: &Transformed,
     bias: Option<&[f32]>,
     g: &ConvGeometry,
+    in_bf16: bool,
 ) -> Vec<f32> {
-    let Transformed { algorithm, ref u } = *kernel;
+    let Transformed {
+        algorithm, ref u, ..
+    } = *kernel;
     let [n, c, h, w] = g.input;
     // The output is written through raw pointers for `n` items: the input must hold them.
     assert_eq!(x.len(), n * c * h * w, "winograd::conv2d: input size");
@@ -523,6 +537,12 @@ pub(super) fn conv2d(
         "winograd::conv2d: kernel size"
     );
     let panels = panel::packed_len(1, k, o, panel::PANEL);
+    let pairs = in_bf16.then(|| {
+        kernel
+            .pairs
+            .get_or_init(|| bf16::pack_pairs(u, k, panel::PANEL))
+    });
+    let pair_panels = k.div_ceil(2) * o.next_multiple_of(panel::PANEL);
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
     // Tile rows per task: a block's transformed input and products near BLOCK_FLOATS, and one
     // task per thread where the image has the rows. Tasks of a layer cost the same, so more of
@@ -540,7 +560,7 @@ pub(super) fn conv2d(
         (0..th.div_ceil(rows)).into_par_iter().for_each(|r| {
             let (ty0, ty1) = (r * rows, ((r + 1) * rows).min(th));
             let tiles = stride(ty1 - ty0, tw);
-            SCRATCH.with_borrow_mut(|(v, m)| {
+            SCRATCH.with_borrow_mut(|(v, m, scratch)| {
                 // Both are overwritten whole: only grown, never cleared.
                 grow(v, products * k * tiles);
                 grow(m, products * o * tiles);
@@ -561,7 +581,12 @@ pub(super) fn conv2d(
                     .enumerate()
                 {
                     // m[p] ([O][tiles]) = u[p]^T v[p] (`[K][tiles]`).
-                    panel::product_tiles(m, v, tiles, &u[p * panels..][..panels], k, o);
+                    if let Some(w) = pairs {
+                        let w = &w[p * pair_panels..][..pair_panels];
+                        bf16::product_tiles(m, v, [tiles, k, o], w, scratch);
+                    } else {
+                        panel::product_tiles(m, v, tiles, &u[p * panels..][..panels], k, o);
+                    }
                 }
                 transform_output(m, bias, points, [o, oh, ow], block, dst);
             });

@@ -1,0 +1,614 @@
+//! Opt-in bfloat16 products for the forward convolutions, on CPUs with AVX-512 BF16 (AMD Zen 4
+//! and later, Intel Cooper Lake and Sapphire Rapids and later).
+//!
+//! `VDPBF16PS` multiplies pairs of bfloat16 values and adds both products to a float32 sum, 32
+//! multiply-adds per instruction: twice the float32 FMA's rate on these cores (measured here:
+//! 234 against 116 GFLOP/s on one core). The inputs of a product (the transformed or padded
+//! image, and the kernel) are rounded to bfloat16, 8 significant bits, to nearest even; the
+//! sums stay float32. That is what PyTorch's `autocast(dtype=torch.bfloat16)` does for its
+//! CPU convolutions. Off by default: the results differ from float32's in the third digit.
+//!
+//! Pairs: a product's reduction axis `k` is cut into pairs `(2j, 2j + 1)`, both values of a
+//! pair held by one 32-bit lane (low half first), the second zero past an odd `k`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+
+use super::panel::{LANES, PANEL};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns bfloat16 products on or off for the CPU's forward convolutions (`conv2d` and
+/// `conv_transpose2d` of weights that need no gradient, see [`bf16_products`]).
+/// Process-wide, off unless set. On a CPU without AVX-512 BF16 it changes nothing.
+pub fn set_bf16_products(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether the forward convolutions round their inputs to bfloat16 for the products: set by
+/// [`set_bf16_products`] and supported by this CPU ([`bf16_supported`]). Gradients, and
+/// convolutions of weights that need one, stay float32.
+pub fn bf16_products() -> bool {
+    ENABLED.load(Ordering::Relaxed) && bf16_supported()
+}
+
+/// Whether this CPU has the AVX-512 BF16 instructions [`set_bf16_products`] needs.
+pub fn bf16_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The bfloat16 bits of `x` as `VCVTNEPS2BF16` makes them: rounded to nearest even,
+/// subnormals flushed to zero, NaN kept a (quiet) NaN.
+pub(crate) fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    if bits & 0x7f80_0000 == 0 {
+        return ((bits >> 16) & 0x8000) as u16;
+    }
+    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+/// The float32 value of bfloat16 bits.
+#[cfg(test)]
+pub(crate) fn from_bf16(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// Rows of pairs of [`super::panel::pack`]'s panels: `[..][k][width]` becomes `[..][k / 2][width]`
+/// (rounded up), each lane the pair of rows `2j` and `2j + 1`.
+pub(crate) fn pack_pairs(packed: &[f32], k: usize, width: usize) -> Vec<u32> {
+    let k2 = k.div_ceil(2);
+    if k == 0 {
+        return Vec::new();
+    }
+    assert!(
+        packed.len().is_multiple_of(k * width),
+        "bf16::pack_pairs: size"
+    );
+    let mut out = vec![0u32; packed.len() / (k * width) * k2 * width];
+    out.par_chunks_mut(k2 * width)
+        .zip(packed.par_chunks(k * width))
+        .for_each(|(dst, src)| {
+            for (j, dst) in dst.chunks_exact_mut(width).enumerate() {
+                for (l, d) in dst.iter_mut().enumerate() {
+                    let lo = to_bf16(src[2 * j * width + l]) as u32;
+                    let hi = if 2 * j + 1 < k {
+                        to_bf16(src[(2 * j + 1) * width + l]) as u32
+                    } else {
+                        0
+                    };
+                    *d = lo | hi << 16;
+                }
+            }
+        });
+    out
+}
+
+/// `x` as bfloat16 values, with `spare` zeros after them (so that the pair read at a
+/// pixel's last, odd, value stays inside).
+pub(crate) fn convert(x: &[f32], spare: usize) -> Vec<u16> {
+    let mut out = vec![0u16; x.len() + spare];
+    out[..x.len()]
+        .par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(dst, src)| convert_into(dst, src));
+    out
+}
+
+fn convert_into(dst: &mut [u16], src: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if bf16_supported() {
+        // SAFETY: the features were just detected.
+        return unsafe { avx512::convert(dst, src) };
+    }
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = to_bf16(s);
+    }
+}
+
+/// [`super::panel::product_tiles`] in bfloat16: `dst[c][t] = sum_j x[j][t] * w[j][c]`, `w`
+/// packed by [`pack_pairs`] from panels [`PANEL`] wide. `pairs` is scratch for `x`'s pairs.
+pub(crate) fn product_tiles(
+    dst: &mut [f32],
+    x: &[f32],
+    [stride, k, o]: [usize; 3],
+    w: &[u32],
+    pairs: &mut Vec<u32>,
+) {
+    let k2 = k.div_ceil(2);
+    assert!(
+        stride.is_multiple_of(LANES),
+        "bf16::product_tiles: stride {stride}"
+    );
+    assert!(
+        x.len() >= k * stride && dst.len() >= o * stride,
+        "bf16::product_tiles: sizes"
+    );
+    assert_eq!(
+        w.len(),
+        k2 * o.next_multiple_of(PANEL),
+        "bf16::product_tiles: kernel size"
+    );
+    assert!(
+        bf16_supported(),
+        "bf16::product_tiles: the CPU lacks AVX-512 BF16"
+    );
+    if pairs.len() < k2 * stride {
+        pairs.resize(k2 * stride, 0);
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the features were checked above, and the sizes.
+    unsafe {
+        avx512::pair_rows(&mut pairs[..k2 * stride], x, stride, k);
+        avx512::product_tiles(dst, &pairs[..k2 * stride], stride, w, k2, o);
+    }
+}
+
+/// [`super::panel::product_pixels`] in bfloat16: the image as [`convert`] made it (one spare
+/// value at least), each segment's kernel packed by [`pack_pairs`] from panels [`LANES`] wide.
+pub(crate) fn product_pixels(
+    dst: &mut [f32],
+    [m, n, k]: [usize; 3],
+    image: &[u16],
+    channels: usize,
+    [cols, width]: [usize; 2],
+    segments: &[(usize, &[u32])],
+    first_panel: usize,
+) {
+    let k2 = k.div_ceil(2);
+    assert!(
+        cols <= width,
+        "bf16::product_pixels: {cols} columns of {width}"
+    );
+    assert!(dst.len() >= m * n, "bf16::product_pixels: destination size");
+    let at = |q: usize| ((q / cols) * width + q % cols) * channels;
+    for &(start, panels) in segments {
+        assert!(
+            m == 0 || image.len() >= start + at(m - 1) + 2 * k2,
+            "bf16::product_pixels: image size"
+        );
+        assert!(
+            panels.len() >= (first_panel + n.div_ceil(LANES)) * k2 * LANES,
+            "bf16::product_pixels: kernel size"
+        );
+    }
+    assert!(
+        bf16_supported(),
+        "bf16::product_pixels: the CPU lacks AVX-512 BF16"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the features were checked above, and the sizes.
+    unsafe {
+        avx512::product_pixels(dst, [m, n, k2], image, at, segments, first_panel)
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{LANES, PANEL};
+
+    /// Pixels per micro-tile of [`product_pixels`]: twelve sums in flight cover the
+    /// instruction's latency (6 cycles at one per cycle).
+    const PIXELS: usize = 12;
+
+    /// # Safety
+    /// The CPU has AVX-512F and BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn convert(dst: &mut [u16], src: &[f32]) {
+        let n = dst.len().min(src.len());
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: `i + 16 <= n` values of both.
+            unsafe {
+                let v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src.as_ptr().add(i)));
+                _mm256_storeu_si256(
+                    dst.as_mut_ptr().add(i) as *mut __m256i,
+                    std::mem::transmute::<__m256bh, __m256i>(v),
+                );
+            }
+            i += 16;
+        }
+        for (d, &s) in dst[i..n].iter_mut().zip(&src[i..n]) {
+            *d = super::to_bf16(s);
+        }
+    }
+
+    /// 16 values of `row` from `t` as the low or high halves of 32-bit lanes.
+    #[inline(always)]
+    unsafe fn widened(row: &[f32], t: usize) -> __m512i {
+        // SAFETY: the caller's row holds `t + 16` values.
+        unsafe {
+            let v = _mm512_cvtneps_pbh(_mm512_loadu_ps(row.as_ptr().add(t)));
+            _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(v))
+        }
+    }
+
+    /// `x` (`[k][stride]`) as rows of pairs (`[k / 2][stride]`).
+    ///
+    /// # Safety
+    /// AVX-512F and BF16; `stride` a multiple of 16; `x` holds `k * stride` values, `dst`
+    /// `k.div_ceil(2) * stride`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn pair_rows(dst: &mut [u32], x: &[f32], stride: usize, k: usize) {
+        for (j, out) in dst.chunks_exact_mut(stride).enumerate() {
+            let lo = &x[2 * j * stride..][..stride];
+            let hi = (2 * j + 1 < k).then(|| &x[(2 * j + 1) * stride..][..stride]);
+            for t in (0..stride).step_by(16) {
+                // SAFETY: rows of `stride` values, `t + 16 <= stride`.
+                unsafe {
+                    let mut v = widened(lo, t);
+                    if let Some(hi) = hi {
+                        v = _mm512_or_si512(v, _mm512_slli_epi32::<16>(widened(hi, t)));
+                    }
+                    _mm512_storeu_si512(out.as_mut_ptr().add(t) as *mut __m512i, v);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn pairs(p: *const u32) -> __m512bh {
+        // SAFETY: the caller's pointer has 16 values.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p as *const __m512i)) }
+    }
+
+    #[inline(always)]
+    fn broadcast(v: u32) -> __m512bh {
+        // SAFETY: a register-only operation of AVX-512F, which the callers enable.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(v as i32)) }
+    }
+
+    /// One micro-tile of [`product_tiles`]: `T` vectors of 16 tiles from `xp` under `Q`
+    /// panels.
+    #[inline(always)]
+    unsafe fn tile<const T: usize, const Q: usize>(
+        xp: *const u32,
+        stride: usize,
+        panels: [&[u32]; Q],
+        k2: usize,
+    ) -> [[[__m512; T]; PANEL]; Q] {
+        // SAFETY: the caller's CPU has AVX-512F and BF16, its rows hold `T * 16` values from
+        // `xp` for each `j < k2`, and its panels `k2` rows of `PANEL`.
+        unsafe {
+            let mut acc = [[[_mm512_setzero_ps(); T]; PANEL]; Q];
+            for j in 0..k2 {
+                let a: [__m512bh; T] = std::array::from_fn(|i| pairs(xp.add(j * stride + 16 * i)));
+                for (acc, panel) in acc.iter_mut().zip(&panels) {
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let b = broadcast(*panel.get_unchecked(j * PANEL + r));
+                        for (acc, &a) in acc.iter_mut().zip(&a) {
+                            *acc = _mm512_dpbf16_ps(*acc, a, b);
+                        }
+                    }
+                }
+            }
+            acc
+        }
+    }
+
+    /// `acc`'s sums into `dst` (`[o][stride]`) from row `first` and column `t`, `width` rows.
+    #[inline(always)]
+    fn store<const T: usize>(
+        dst: &mut [f32],
+        acc: &[[__m512; T]; PANEL],
+        [first, width, t, stride]: [usize; 4],
+    ) {
+        for (r, acc) in acc.iter().enumerate().take(width) {
+            let out = &mut dst[(first + r) * stride + t..][..16 * T];
+            for (i, acc) in acc.iter().enumerate() {
+                // SAFETY: 16 values of `out` from `16 * i`.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * i), *acc) };
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F and BF16; `xp` `[k2][stride]`, `w` `k2 * O` rounded up to panels, `dst`
+    /// `o * stride` values; `stride` a multiple of 16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn product_tiles(
+        dst: &mut [f32],
+        xp: &[u32],
+        stride: usize,
+        w: &[u32],
+        k2: usize,
+        o: usize,
+    ) {
+        // Twelve sums in flight: 32 tiles under one panel, or the last 16 (all of them on
+        // Market's smallest blocks) under two.
+        let panels: Vec<&[u32]> = w.chunks_exact(k2 * PANEL).collect();
+        let mut p = 0;
+        while p < panels.len() {
+            let two = p + 1 < panels.len();
+            let width = |p: usize| PANEL.min(o - p * PANEL);
+            let mut t = 0;
+            while t + 32 <= stride {
+                for (q, &panel) in panels.iter().enumerate().skip(p).take(1 + two as usize) {
+                    // SAFETY: `t + 32 <= stride`, so every row read is inside `xp`.
+                    let [acc] = unsafe { tile::<2, 1>(xp[t..].as_ptr(), stride, [panel], k2) };
+                    store(dst, &acc, [q * PANEL, width(q), t, stride]);
+                }
+                t += 32;
+            }
+            if t < stride {
+                let xp = xp[t..].as_ptr();
+                // SAFETY: (both) `t + 16 <= stride`, so every row read is inside `xp`.
+                if two {
+                    let acc = unsafe { tile::<1, 2>(xp, stride, [panels[p], panels[p + 1]], k2) };
+                    store(dst, &acc[0], [p * PANEL, width(p), t, stride]);
+                    store(dst, &acc[1], [(p + 1) * PANEL, width(p + 1), t, stride]);
+                } else {
+                    let [acc] = unsafe { tile::<1, 1>(xp, stride, [panels[p]], k2) };
+                    store(dst, &acc, [p * PANEL, width(p), t, stride]);
+                }
+            }
+            p += 1 + two as usize;
+        }
+    }
+
+    /// One micro-tile of [`product_pixels`]: `R` pixels (pairs from `image` at `offsets`) under
+    /// `P` panels of 16 output channels, added to `acc`.
+    #[inline(always)]
+    unsafe fn pixel_tile<const R: usize, const P: usize>(
+        acc: &mut [[__m512; 2]; PIXELS],
+        image: *const u16,
+        offsets: &[usize; PIXELS],
+        panels: [&[u32]; P],
+        k2: usize,
+    ) {
+        // SAFETY: the caller's CPU has AVX-512F and BF16, its panels `k2` rows of 16 and its
+        // image `2 * k2` values from every offset.
+        unsafe {
+            let mut sums = [[_mm512_setzero_ps(); P]; R];
+            for j in 0..k2 {
+                let w: [__m512bh; P] =
+                    std::array::from_fn(|i| pairs(panels[i].as_ptr().add(j * LANES)));
+                for r in 0..R {
+                    let v =
+                        broadcast((image.add(offsets[r] + 2 * j) as *const u32).read_unaligned());
+                    for i in 0..P {
+                        sums[r][i] = _mm512_dpbf16_ps(sums[r][i], v, w[i]);
+                    }
+                }
+            }
+            for r in 0..R {
+                for i in 0..P {
+                    acc[r][i] = _mm512_add_ps(acc[r][i], sums[r][i]);
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F and BF16, and the sizes [`super::product_pixels`] checks.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn product_pixels(
+        dst: &mut [f32],
+        [m, n, k2]: [usize; 3],
+        image: &[u16],
+        at: impl Fn(usize) -> usize,
+        segments: &[(usize, &[u32])],
+        first_panel: usize,
+    ) {
+        let count = n.div_ceil(LANES);
+        let mut p = 0;
+        while p < count {
+            // Two panels at a time under six pixels (two loads and six broadcasts per twelve
+            // products), a last single one under twelve.
+            let two = p + 1 < count;
+            let step = if two { PIXELS / 2 } else { PIXELS };
+            for q in (0..m).step_by(step) {
+                let pixels = step.min(m - q);
+                let mut offsets = [0; PIXELS];
+                for (r, o) in offsets.iter_mut().enumerate().take(pixels) {
+                    *o = at(q + r);
+                }
+                let mut acc = [[_mm512_setzero_ps(); 2]; PIXELS];
+                for &(start, kernel) in segments {
+                    let image = image[start..].as_ptr();
+                    let panel =
+                        |i: usize| &kernel[(first_panel + p + i) * k2 * LANES..][..k2 * LANES];
+                    macro_rules! tile {
+                        ([$($two:literal)*], [$($one:literal)*]) => {
+                            match (two, pixels) {
+                                $((true, $two) => pixel_tile::<$two, 2>(&mut acc, image, &offsets, [panel(0), panel(1)], k2),)*
+                                $((false, $one) => pixel_tile::<$one, 1>(&mut acc, image, &offsets, [panel(0)], k2),)*
+                                _ => unreachable!("{pixels} pixels"),
+                            }
+                        };
+                    }
+                    // SAFETY: checked by the caller for every pixel of the product.
+                    unsafe { tile!([1 2 3 4 5 6], [1 2 3 4 5 6 7 8 9 10 11 12]) };
+                }
+                for (r, acc) in acc.iter().enumerate().take(pixels) {
+                    for (i, acc) in acc.iter().enumerate().take(if two { 2 } else { 1 }) {
+                        let first = (p + i) * LANES;
+                        let valid = LANES.min(n - first);
+                        let out = &mut dst[(q + r) * n + first..][..valid];
+                        if valid == LANES {
+                            // SAFETY: 16 values of `dst` from there.
+                            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), *acc) };
+                        } else {
+                            let mut all = [0.0f32; LANES];
+                            // SAFETY: a local array of 16.
+                            unsafe { _mm512_storeu_ps(all.as_mut_ptr(), *acc) };
+                            out.copy_from_slice(&all[..valid]);
+                        }
+                    }
+                }
+            }
+            p += if two { 2 } else { 1 };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn rounded(x: f32) -> f64 {
+        from_bf16(to_bf16(x)) as f64
+    }
+
+    /// Whether the kernels can run here; the tests that need them say so when they cannot.
+    fn supported() -> bool {
+        let yes = bf16_supported();
+        if !yes {
+            eprintln!("skipped: this CPU lacks AVX-512 BF16");
+        }
+        yes
+    }
+
+    #[test]
+    fn rounds_to_nearest_even_and_flushes_subnormals() {
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: to the even one, 1. 1 + 3 * 2^-8 is
+        // halfway between 1 + 2^-7 and 1 + 2^-6: to the even one, 1 + 2^-6.
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        assert_eq!(to_bf16(1.0 + 2f32.powi(-8)), 0x3f80);
+        assert_eq!(to_bf16(1.0 + 3.0 * 2f32.powi(-8)), 0x3f82);
+        assert_eq!(to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20)), 0x3f81);
+        assert_eq!(to_bf16(-2.5), 0xc020);
+        assert_eq!(to_bf16(1e-40), 0);
+        assert_eq!(to_bf16(-1e-40), 0x8000);
+        assert_eq!(to_bf16(f32::INFINITY), 0x7f80);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        // The largest float rounds up to infinity, as the instruction does.
+        assert_eq!(to_bf16(f32::MAX), 0x7f80);
+    }
+
+    #[test]
+    fn conversion_matches_the_scalar_rounding() {
+        let mut x = lcg(1000, 11);
+        x.extend([
+            1.0 + 2f32.powi(-8),
+            1.0 + 3.0 * 2f32.powi(-8),
+            1e-40,
+            -1e-40,
+            f32::MAX,
+        ]);
+        x.extend([f32::INFINITY, -0.0, 65504.0, 3.0e38]);
+        let got = convert(&x, 3);
+        assert_eq!(got.len(), x.len() + 3);
+        for (i, (&g, &v)) in got.iter().zip(&x).enumerate() {
+            assert_eq!(g, to_bf16(v), "value {i}: {v}");
+        }
+        assert_eq!(&got[x.len()..], &[0, 0, 0]);
+    }
+
+    #[test]
+    fn pairs_hold_two_rows_low_half_first() {
+        // One panel 2 wide, k = 3: rows (1, 2), (3, 4), (5, 6).
+        let packed = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let p = pack_pairs(&packed, 3, 2);
+        let pair = |lo: f32, hi: f32| to_bf16(lo) as u32 | (to_bf16(hi) as u32) << 16;
+        assert_eq!(
+            p,
+            vec![
+                pair(1.0, 3.0),
+                pair(2.0, 4.0),
+                pair(5.0, 0.0),
+                pair(6.0, 0.0)
+            ]
+        );
+    }
+
+    /// Both tile widths (32 and a remaining 16), an odd `k`, a partial panel.
+    #[test]
+    fn product_tiles_matches_a_naive_sum_of_rounded_values() {
+        if !supported() {
+            return;
+        }
+        let (k, o, stride) = (13, 14, 48);
+        let x = lcg(k * stride, 1);
+        let w = lcg(k * o, 2);
+        let packed = pack_pairs(&super::super::panel::pack(&w, 1, k, o, PANEL), k, PANEL);
+        let mut dst = vec![f32::NAN; o * stride];
+        product_tiles(&mut dst, &x, [stride, k, o], &packed, &mut Vec::new());
+        for c in 0..o {
+            for t in 0..stride {
+                let want: f64 = (0..k)
+                    .map(|j| rounded(x[j * stride + t]) * rounded(w[j * o + c]))
+                    .sum();
+                let got = dst[c * stride + t] as f64;
+                assert!((got - want).abs() < 1e-5, "[{c}][{t}]: {got} vs {want}");
+            }
+        }
+    }
+
+    /// Two segments, pixels in rows of a wider image, 29 pixels (two full micro-tiles and 5),
+    /// 40 output channels from the second panel on (a partial last one), an odd `k`.
+    #[test]
+    fn product_pixels_matches_a_naive_sum_of_rounded_values() {
+        if !supported() {
+            return;
+        }
+        let (channels, cols, width, k, oc) = (7, 5, 6, 7, 56);
+        let (m, n, first_panel) = (29usize, 40, 1);
+        let rows = m.div_ceil(cols) + 1;
+        let image = lcg(rows * width * channels, 3);
+        let kernels: Vec<Vec<f32>> = (0..2).map(|s| lcg(k * oc, 4 + s)).collect();
+        let packed: Vec<Vec<u32>> = kernels
+            .iter()
+            .map(|w| pack_pairs(&super::super::panel::pack(w, 1, k, oc, LANES), k, LANES))
+            .collect();
+        let starts = [0, width * channels];
+        let segments: Vec<(usize, &[u32])> = starts
+            .iter()
+            .zip(&packed)
+            .map(|(&s, p)| (s, p.as_slice()))
+            .collect();
+        let image16 = convert(&image, 1);
+        let mut dst = vec![f32::NAN; m * n];
+        product_pixels(
+            &mut dst,
+            [m, n, k],
+            &image16,
+            channels,
+            [cols, width],
+            &segments,
+            first_panel,
+        );
+        for q in 0..m {
+            let at = ((q / cols) * width + q % cols) * channels;
+            for c in 0..n {
+                let oc_index = first_panel * LANES + c;
+                let want: f64 = (0..2)
+                    .map(|s| {
+                        (0..k)
+                            .map(|j| {
+                                rounded(image[starts[s] + at + j])
+                                    * rounded(kernels[s][j * oc + oc_index])
+                            })
+                            .sum::<f64>()
+                    })
+                    .sum();
+                let got = dst[q * n + c] as f64;
+                assert!((got - want).abs() < 1e-5, "[{q}][{c}]: {got} vs {want}");
+            }
+        }
+    }
+}
