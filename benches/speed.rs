@@ -258,6 +258,18 @@ fn generator_rows(rows: &mut Vec<Row>, memory: &mut Vec<String>, quick: bool) {
             target,
             macs: Some(macs),
         });
+        // The same with the opt-in bfloat16 products, where the CPU has them.
+        if *batch == 1 && gfla_ops::conv::bf16_supported() {
+            gfla_ops::conv::set_bf16_products(true);
+            rows.push(Row {
+                what: format!("{} G forward, batch {batch}, bf16 products", spec.name),
+                seconds: median(run),
+                pytorch: *pytorch,
+                target,
+                macs: Some(macs),
+            });
+            gfla_ops::conv::set_bf16_products(false);
+        }
     }
     if quick {
         return;

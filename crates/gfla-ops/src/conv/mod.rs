@@ -20,7 +20,7 @@ use burn::tensor::{DType, Tensor};
 use crate::device::{Kernels, kernels};
 
 #[cfg(feature = "flex")]
-mod bf16;
+pub(crate) mod bf16;
 #[cfg(feature = "flex")]
 mod cache;
 #[cfg(feature = "flex")]

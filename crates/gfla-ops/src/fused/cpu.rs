@@ -491,12 +491,15 @@ pub(crate) fn weight_from_rows(rows: &[f32], o: usize, g: &Geometry) -> Vec<f32>
 
 /// The `k x k` convolution over sampled neighbourhoods of one batch item, without
 /// materialising them: `z[n, o] = sum_{j, c} sample_j(n)[c] * w[j*C + c, o]`, with `w` from
-/// [`weight_rows`] packed by [`panel::pack`] in panels of [`panel::LANES`]. Returns `[h*w, O]`.
+/// [`weight_rows`] packed by [`panel::pack`] in panels of [`panel::LANES`], or in bfloat16
+/// pairs of those (`pairs`, [`crate::conv::bf16::pack_pairs`]), which then serve the products.
+/// Returns `[h*w, O]`.
 pub(crate) fn sampled_conv_forward(
     g: &Geometry,
     source: &[f32],
     flow: &[f32],
     w: &[f32],
+    pairs: Option<&[u32]>,
     o: usize,
 ) -> Vec<f32> {
     let row = g.channels * g.taps();
@@ -518,7 +521,24 @@ pub(crate) fn sampled_conv_forward(
                 panels: w,
             }];
             let shape = [cells, o, row];
-            panel::product_pixels(z_rows, shape, patches, row, [cells, cells], &segment, 0);
+            match pairs {
+                Some(pairs) => {
+                    let patches = crate::conv::bf16::convert(patches, 1);
+                    let segment = [(0, pairs)];
+                    crate::conv::bf16::product_pixels(
+                        z_rows,
+                        shape,
+                        &patches,
+                        row,
+                        [cells, cells],
+                        &segment,
+                        0,
+                    );
+                }
+                None => {
+                    panel::product_pixels(z_rows, shape, patches, row, [cells, cells], &segment, 0)
+                }
+            }
         },
     );
     z

@@ -144,11 +144,13 @@ fn backward(
     ]
 }
 
+/// `bf16`: the products in bfloat16 ([`crate::conv::set_bf16_products`]).
 fn sampled_conv_forward(
     source: &FlexTensor,
     flow: &FlexTensor,
     weight: &FlexTensor,
     k: usize,
+    bf16: bool,
 ) -> FlexTensor {
     let (b, g) = geometry(source, flow, k);
     let o = weight.layout().shape()[0];
@@ -161,9 +163,13 @@ fn sampled_conv_forward(
         o,
         crate::conv::panel::LANES,
     );
+    let pairs = bf16.then(|| {
+        crate::conv::bf16::pack_pairs(&w, g.channels * g.taps(), crate::conv::panel::LANES)
+    });
     let mut out = Vec::with_capacity(b * g.cells() * o);
     for (src_cl, flow_i) in items(&g, &src, &fl, b) {
-        out.extend(cpu::sampled_conv_forward(&g, &src_cl, flow_i, &w, o));
+        let z = cpu::sampled_conv_forward(&g, &src_cl, flow_i, &w, pairs.as_deref(), o);
+        out.extend(z);
     }
     tensor(out, [b, g.cells(), o])
 }
@@ -221,7 +227,8 @@ impl FusedAttentionBackend for Flex {
         weight: FlexTensor,
         k: usize,
     ) -> FlexTensor {
-        sampled_conv_forward(&source, &flow, &weight, k)
+        let bf16 = crate::conv::bf16_products();
+        sampled_conv_forward(&source, &flow, &weight, k, bf16)
     }
 }
 
@@ -293,8 +300,78 @@ impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Flex, C> {
         weight: FloatTensor<Self>,
         k: usize,
     ) -> FloatTensor<Self> {
+        // As the convolutions: bfloat16 only for a weight that needs no gradient.
+        let bf16 = !weight.is_tracked() && crate::conv::bf16_products();
         record::<C, _, _, _, _>(SampledConvBackward, [&source, &flow, &weight], k, || {
-            sampled_conv_forward(source.primitive(), flow.primitive(), weight.primitive(), k)
+            sampled_conv_forward(
+                source.primitive(),
+                flow.primitive(),
+                weight.primitive(),
+                k,
+                bf16,
+            )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::bf16::to_bf16;
+
+    fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                scale * (((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5)
+            })
+            .collect()
+    }
+
+    fn rounded(x: &[f32]) -> Vec<f32> {
+        x.iter()
+            .map(|&v| f32::from_bits((to_bf16(v) as u32) << 16))
+            .collect()
+    }
+
+    /// With whole-pixel flows every sample is a source value (or a zero outside), so the
+    /// bfloat16 products must equal float32's over the rounded source and weight. 20 outputs:
+    /// a pair of panels, the second partial; 45 cells.
+    #[test]
+    fn bf16_sampled_convolution_is_the_float32_one_of_rounded_values() {
+        if !crate::conv::bf16_supported() {
+            eprintln!("skipped: this CPU lacks AVX-512 BF16");
+            return;
+        }
+        let ([b, c, h, w], k, o) = ([1, 5, 9, 5], 3, 20);
+        let source = lcg(b * c * h * w, 1, 2.0);
+        let flow: Vec<f32> = lcg(b * 2 * h * w, 2, 6.0)
+            .iter()
+            .map(|v| v.round())
+            .collect();
+        let weight = lcg(o * c * k * k, 3, 1.0);
+        let run = |source: &[f32], weight: &[f32], bf16: bool| {
+            let out = sampled_conv_forward(
+                &tensor(source.to_vec(), [b, c, h, w]),
+                &tensor(flow.clone(), [b, 2, h, w]),
+                &tensor(weight.to_vec(), [o, c, k, k]),
+                k,
+                bf16,
+            );
+            values(&out).to_vec()
+        };
+        let got = run(&source, &weight, true);
+        let want = run(&rounded(&source), &rounded(&weight), false);
+        let exact = run(&source, &weight, false);
+        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+            assert!((g - e).abs() < 1e-5, "at {i}: {g} vs {e}");
+        }
+        assert!(
+            got.iter().zip(&exact).any(|(g, e)| (g - e).abs() > 1e-5),
+            "no rounding seen"
+        );
     }
 }
