@@ -27,9 +27,15 @@ pub const DEFAULT_KERNEL_CACHE_LIMIT: usize = 512 << 20;
 /// its layer for any batch (the batch only weighs in the choice of algorithm, made at the
 /// first), so a network run at several batch sizes, training and validating, keeps one set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Purpose {
+pub(crate) enum Purpose {
     Conv(ConvGeometry),
     Transposed(TransposedGeometry),
+    /// The attention's sampled convolution ([`crate::sampled_convolution`]): its weight's
+    /// `[k*k*C, O]` rows.
+    Sampled {
+        rows: usize,
+        out_channels: usize,
+    },
 }
 
 impl Purpose {
@@ -141,7 +147,7 @@ fn storage(weight: &FlexTensor) -> usize {
 /// The kernel of `weight` for `purpose`: from the cache, or made by `prepare(true)` and kept
 /// (not kept when it alone exceeds the limit); made by `prepare(false)` when the cache is off.
 /// The flag tells `prepare` whether the kernel is meant to serve many calls.
-pub(super) fn prepared<K: Any + Send + Sync>(
+pub(crate) fn prepared<K: Any + Send + Sync>(
     weight: &FlexTensor,
     purpose: Purpose,
     bytes: impl Fn(&K) -> usize,

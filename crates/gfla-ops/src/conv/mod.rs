@@ -22,7 +22,7 @@ use crate::device::{Kernels, kernels};
 #[cfg(feature = "flex")]
 pub(crate) mod bf16;
 #[cfg(feature = "flex")]
-mod cache;
+pub(crate) mod cache;
 #[cfg(feature = "flex")]
 mod cpu;
 #[cfg(feature = "flex")]

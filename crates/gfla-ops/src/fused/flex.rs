@@ -13,6 +13,8 @@ use burn::backend::tensor::FloatTensor;
 use super::backend::FusedAttentionBackend;
 use super::cpu::{self, Geometry, Upstream};
 use crate::autodiff::{backward_step, record};
+use crate::conv::cache::{self, Purpose};
+use crate::conv::{bf16, panel};
 use crate::simd::{tensor, values};
 
 fn geometry(source: &FlexTensor, flow: &FlexTensor, k: usize) -> (usize, Geometry) {
@@ -144,32 +146,66 @@ fn backward(
     ]
 }
 
-/// `bf16`: the products in bfloat16 ([`crate::conv::set_bf16_products`]).
+/// The sampled convolution's weight as its products read it: rows `[k*k*C, O]` packed in
+/// panels, and in bfloat16 pairs once a product in bfloat16 asks for them.
+struct SampledKernel {
+    panels: Vec<f32>,
+    pairs: std::sync::OnceLock<Vec<u32>>,
+}
+
+impl SampledKernel {
+    fn new(weight: &FlexTensor, o: usize, g: &Geometry) -> Self {
+        let rows = cpu::weight_rows(&values(weight), o, g);
+        let panels = panel::pack(&rows, 1, g.channels * g.taps(), o, panel::LANES);
+        Self {
+            panels,
+            pairs: Default::default(),
+        }
+    }
+}
+
+/// `constant`: the weight needs no gradient, so its packed kernel is kept between calls, as a
+/// convolution's ([`crate::conv::set_kernel_cache_limit`]); `bf16` (only with `constant`): the
+/// products in bfloat16 ([`crate::conv::set_bf16_products`]).
 fn sampled_conv_forward(
     source: &FlexTensor,
     flow: &FlexTensor,
     weight: &FlexTensor,
     k: usize,
-    bf16: bool,
+    [constant, bf16]: [bool; 2],
 ) -> FlexTensor {
     let (b, g) = geometry(source, flow, k);
     let o = weight.layout().shape()[0];
     let (src, fl) = (values(source), values(flow));
-    let rows = cpu::weight_rows(&values(weight), o, &g);
-    let w = crate::conv::panel::pack(
-        &rows,
-        1,
-        g.channels * g.taps(),
-        o,
-        crate::conv::panel::LANES,
-    );
-    let pairs = bf16.then(|| {
-        crate::conv::bf16::pack_pairs(&w, g.channels * g.taps(), crate::conv::panel::LANES)
+    let row = g.channels * g.taps();
+    let kernel = if constant {
+        let purpose = Purpose::Sampled {
+            rows: row,
+            out_channels: o,
+        };
+        let bytes = |k: &SampledKernel| 4 * k.panels.len();
+        cache::prepared(weight, purpose, bytes, |_| {
+            SampledKernel::new(weight, o, &g)
+        })
+    } else {
+        std::sync::Arc::new(SampledKernel::new(weight, o, &g))
+    };
+    let pairs = (constant && bf16).then(|| {
+        kernel
+            .pairs
+            .get_or_init(|| bf16::pack_pairs(&kernel.panels, row, panel::LANES))
+            .as_slice()
     });
     let mut out = Vec::with_capacity(b * g.cells() * o);
     for (src_cl, flow_i) in items(&g, &src, &fl, b) {
-        let z = cpu::sampled_conv_forward(&g, &src_cl, flow_i, &w, pairs.as_deref(), o);
-        out.extend(z);
+        out.extend(cpu::sampled_conv_forward(
+            &g,
+            &src_cl,
+            flow_i,
+            &kernel.panels,
+            pairs,
+            o,
+        ));
     }
     tensor(out, [b, g.cells(), o])
 }
@@ -228,7 +264,7 @@ impl FusedAttentionBackend for Flex {
         k: usize,
     ) -> FlexTensor {
         let bf16 = crate::conv::bf16_products();
-        sampled_conv_forward(&source, &flow, &weight, k, bf16)
+        sampled_conv_forward(&source, &flow, &weight, k, [true, bf16])
     }
 }
 
@@ -300,15 +336,16 @@ impl<C: CheckpointStrategy> FusedAttentionBackend for Autodiff<Flex, C> {
         weight: FloatTensor<Self>,
         k: usize,
     ) -> FloatTensor<Self> {
-        // As the convolutions: bfloat16 only for a weight that needs no gradient.
-        let bf16 = !weight.is_tracked() && crate::conv::bf16_products();
+        // As the convolutions: kept, and bfloat16, only for a weight that needs no gradient.
+        let constant = !weight.is_tracked();
+        let bf16 = crate::conv::bf16_products();
         record::<C, _, _, _, _>(SampledConvBackward, [&source, &flow, &weight], k, || {
             sampled_conv_forward(
                 source.primitive(),
                 flow.primitive(),
                 weight.primitive(),
                 k,
-                bf16,
+                [constant, bf16],
             )
         })
     }
@@ -359,7 +396,7 @@ mod tests {
                 &tensor(flow.clone(), [b, 2, h, w]),
                 &tensor(weight.to_vec(), [o, c, k, k]),
                 k,
-                bf16,
+                [true, bf16],
             );
             values(&out).to_vec()
         };
@@ -373,5 +410,36 @@ mod tests {
             got.iter().zip(&exact).any(|(g, e)| (g - e).abs() > 1e-5),
             "no rounding seen"
         );
+    }
+
+    /// A weight without a gradient keeps its packed kernel, and the kept kernel gives the
+    /// values of the one packed per call.
+    #[test]
+    fn a_constant_sampled_convolution_keeps_its_kernel() {
+        let ([b, c, h, w], k, o) = ([2, 3, 6, 4], 3, 18);
+        let source = tensor(lcg(b * c * h * w, 4, 2.0), [b, c, h, w]);
+        let flow = tensor(lcg(b * 2 * h * w, 5, 6.0), [b, 2, h, w]);
+        let weight = tensor(lcg(o * c * k * k, 6, 1.0), [o, c, k, k]);
+        let run = |constant: bool| {
+            let out = sampled_conv_forward(&source, &flow, &weight, k, [constant, false]);
+            values(&out).to_vec()
+        };
+        let packed = run(false);
+        assert_eq!(run(true), packed);
+        let purpose = Purpose::Sampled {
+            rows: c * k * k,
+            out_channels: o,
+        };
+        let kept = cache::prepared(
+            &weight,
+            purpose,
+            |k: &SampledKernel| k.panels.len(),
+            |_| -> SampledKernel { panic!("the kernel was not kept") },
+        );
+        assert_eq!(
+            kept.panels.len(),
+            panel::packed_len(1, c * k * k, o, panel::LANES)
+        );
+        assert_eq!(run(true), packed);
     }
 }
