@@ -33,11 +33,15 @@ pub fn bf16_products() -> bool {
     ENABLED.load(Ordering::Relaxed) && bf16_supported()
 }
 
-/// Whether this CPU has the AVX-512 BF16 instructions [`set_bf16_products`] needs.
+/// Whether this CPU has the AVX-512 BF16 instructions [`set_bf16_products`] needs (with
+/// AVX-512 F, BW and VL, which every CPU with them has).
 pub fn bf16_supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512bf16")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -190,6 +194,78 @@ pub(crate) fn product_pixels(
     // SAFETY: the features were checked above, and the sizes.
     unsafe {
         avx512::product_pixels(dst, [m, n, k2], image, at, segments, first_panel)
+    };
+}
+
+/// Winograd F(2x2, 3x3)'s input transform `B^T d B`, vectorised over channels: the 4 x 4
+/// patches of the tiles of tile rows `ty0..ty1` (`tw` per row; tile `(ty, tx)` at pixel
+/// `(2 ty, 2 tx)`) of a zero-padded channels-last image (`width` pixels of `c` channels per
+/// row), as bfloat16 into `v` (`[16][tiles][c]`, point `i * 4 + j` for `B^T` row `i` and `B`
+/// column `j`, as [`super::winograd`]'s).
+pub(crate) fn winograd_input(
+    v: &mut [u16],
+    image: &[f32],
+    [width, c]: [usize; 2],
+    [ty0, ty1, tw]: [usize; 3],
+) {
+    let tiles = (ty1 - ty0) * tw;
+    assert!(
+        v.len() >= 16 * tiles * c,
+        "bf16::winograd_input: output size"
+    );
+    assert!(
+        tiles == 0 || image.len() >= ((2 * ty1 + 1) * width + 2 * tw + 2) * c,
+        "bf16::winograd_input: image size"
+    );
+    assert!(
+        2 * tw + 2 <= width,
+        "bf16::winograd_input: {tw} tiles in {width} pixels"
+    );
+    assert!(
+        bf16_supported(),
+        "bf16::winograd_input: the CPU lacks AVX-512 BF16"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the features and sizes were checked above.
+    unsafe {
+        avx512::winograd_input(v, image, [width, c], [ty0, ty1, tw])
+    };
+}
+
+/// Winograd F(2x2, 3x3)'s output transform `A^T m A + bias`, vectorised over channels: the
+/// products `m` (`[16][tiles][o]`) of tile rows `ty0..ty1` into output rows `2 ty0..` of one
+/// item (`[o, oh, ow]`, through `out`), dropping the pixels past the edge.
+///
+/// # Safety
+/// `out` points to `o * oh * ow` values, whose pixels of these tile rows no one else writes.
+pub(crate) unsafe fn winograd_output(
+    m: &[f32],
+    bias: Option<&[f32]>,
+    [o, oh, ow]: [usize; 3],
+    [ty0, ty1, tw]: [usize; 3],
+    out: crate::simd::Disjoint,
+) {
+    let tiles = (ty1 - ty0) * tw;
+    assert!(
+        m.len() >= 16 * tiles * o,
+        "bf16::winograd_output: products size"
+    );
+    assert!(
+        bias.is_none_or(|b| b.len() >= o),
+        "bf16::winograd_output: bias size"
+    );
+    assert!(
+        2 * ty0 < oh.max(1) && 2 * tw >= ow && 2 * tw < ow + 2,
+        "bf16::winograd_output: tiles"
+    );
+    assert!(
+        bf16_supported(),
+        "bf16::winograd_output: the CPU lacks AVX-512 BF16"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the features and sizes were checked above, the output is the caller's.
+    unsafe {
+        avx512::winograd_output(m, bias, [o, oh, ow], [ty0, ty1, tw], out)
     };
 }
 
@@ -450,6 +526,144 @@ mod avx512 {
                 }
             }
             p += if two { 2 } else { 1 };
+        }
+    }
+
+    /// Lanes of channels below `n`, of the 16 from `c0`.
+    #[inline(always)]
+    fn mask(c0: usize, n: usize) -> __mmask16 {
+        let valid = (n - c0).min(16);
+        if valid == 16 {
+            0xffff
+        } else {
+            (1u16 << valid) - 1
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F, BW, VL and BF16, and the sizes [`super::winograd_input`] checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn winograd_input(
+        v: &mut [u16],
+        image: &[f32],
+        [width, c]: [usize; 2],
+        [ty0, ty1, tw]: [usize; 3],
+    ) {
+        let tiles = (ty1 - ty0) * tw;
+        let (src, dst) = (image.as_ptr(), v.as_mut_ptr());
+        for t in 0..tiles {
+            let (ty, tx) = (ty0 + t / tw, t % tw);
+            let corner = (2 * ty * width + 2 * tx) * c;
+            for c0 in (0..c).step_by(16) {
+                let k = mask(c0, c);
+                // SAFETY (loads): pixel (2 ty + r, 2 tx + s) for r, s < 4 lies inside the
+                // image (checked by the caller); the mask keeps to its channels.
+                let d: [[__m512; 4]; 4] = std::array::from_fn(|r| {
+                    std::array::from_fn(|s| unsafe {
+                        _mm512_maskz_loadu_ps(k, src.add(corner + (r * width + s) * c + c0))
+                    })
+                });
+                // d B, per row: d0 - d2, d1 + d2, d2 - d1, d1 - d3.
+                let e: [[__m512; 4]; 4] = std::array::from_fn(|r| {
+                    let [d0, d1, d2, d3] = d[r];
+                    [
+                        _mm512_sub_ps(d0, d2),
+                        _mm512_add_ps(d1, d2),
+                        _mm512_sub_ps(d2, d1),
+                        _mm512_sub_ps(d1, d3),
+                    ]
+                });
+                // B^T, per column j of d B: rows e0 - e2, e1 + e2, e2 - e1, e1 - e3.
+                let columns: [[__m512; 4]; 4] =
+                    std::array::from_fn(|j| std::array::from_fn(|r| e[r][j]));
+                for (j, [e0, e1, e2, e3]) in columns.into_iter().enumerate() {
+                    let rows = [
+                        _mm512_sub_ps(e0, e2),
+                        _mm512_add_ps(e1, e2),
+                        _mm512_sub_ps(e2, e1),
+                        _mm512_sub_ps(e1, e3),
+                    ];
+                    for (i, row) in rows.into_iter().enumerate() {
+                        // SAFETY: point i * 4 + j, tile t, channels c0.. (masked) lie inside
+                        // `v` (checked by the caller).
+                        unsafe {
+                            let b = _mm512_cvtneps_pbh(row);
+                            let b = std::mem::transmute::<__m256bh, __m256i>(b);
+                            let at = dst.add(((i * 4 + j) * tiles + t) * c + c0);
+                            _mm256_mask_storeu_epi16(at as *mut i16, k, b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F, and what [`super::winograd_output`] requires and checks.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn winograd_output(
+        m: &[f32],
+        bias: Option<&[f32]>,
+        [o, oh, ow]: [usize; 3],
+        [ty0, ty1, tw]: [usize; 3],
+        out: crate::simd::Disjoint,
+    ) {
+        let tiles = (ty1 - ty0) * tw;
+        let src = m.as_ptr();
+        for t in 0..tiles {
+            let (ty, tx) = (ty0 + t / tw, t % tw);
+            for o0 in (0..o).step_by(16) {
+                let k = mask(o0, o);
+                // SAFETY (loads): point p, tile t, channels o0.. (masked) of `m`.
+                let mv: [[__m512; 4]; 4] = std::array::from_fn(|i| {
+                    std::array::from_fn(|j| unsafe {
+                        _mm512_maskz_loadu_ps(k, src.add(((i * 4 + j) * tiles + t) * o + o0))
+                    })
+                });
+                // m A, per row: m0 + m1 + m2, m1 - m2 - m3; then A^T the same over rows.
+                let f: [[__m512; 2]; 4] = std::array::from_fn(|i| {
+                    let [m0, m1, m2, m3] = mv[i];
+                    [
+                        _mm512_add_ps(_mm512_add_ps(m0, m1), m2),
+                        _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3),
+                    ]
+                });
+                let b = match bias {
+                    // SAFETY: the caller checked `o` bias values.
+                    Some(b) => unsafe { _mm512_maskz_loadu_ps(k, b.as_ptr().add(o0)) },
+                    None => _mm512_setzero_ps(),
+                };
+                let mut y = [[[0.0f32; 16]; 2]; 2];
+                for j in 0..2 {
+                    let y0 =
+                        _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(f[0][j], f[1][j]), f[2][j]), b);
+                    let y1 =
+                        _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(f[1][j], f[2][j]), f[3][j]), b);
+                    // SAFETY: local arrays of 16.
+                    unsafe {
+                        _mm512_storeu_ps(y[0][j].as_mut_ptr(), y0);
+                        _mm512_storeu_ps(y[1][j].as_mut_ptr(), y1);
+                    }
+                }
+                let valid = (o - o0).min(16);
+                for (a, y) in y.iter().enumerate() {
+                    let row = 2 * ty + a;
+                    if row >= oh {
+                        break;
+                    }
+                    for (j, y) in y.iter().enumerate() {
+                        let col = 2 * tx + j;
+                        if col >= ow {
+                            break;
+                        }
+                        for (l, &value) in y.iter().enumerate().take(valid) {
+                            // SAFETY: channel o0 + l, pixel (row, col) of the caller's output,
+                            // in this call's tile rows.
+                            unsafe { *out.ptr().add(((o0 + l) * oh + row) * ow + col) = value };
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -76,10 +76,10 @@ impl ConvGeometry {
 
 /// A padded channels-last image, with one spare zero row so that the dropped columns of the
 /// last output row read inside it.
-struct Padded {
-    data: Vec<f32>,
-    width: usize,
-    channels: usize,
+pub(super) struct Padded {
+    pub(super) data: Vec<f32>,
+    pub(super) width: usize,
+    pub(super) channels: usize,
 }
 
 /// One stride-1 correlation over [`Padded`] whose output lands strided in the NCHW output.
@@ -646,7 +646,7 @@ const PAD_CHANNELS: usize = 8;
 /// Copies one NCHW item into `P` in space-to-depth order: pixel `(ys, xs)` of `P` holds input
 /// pixels `(ys * sh + a - top, xs * sw + b - left)` for `a < sh`, `b < sw`, channel
 /// `(a * sw + b) * C + c`; outside the input it is zero.
-fn pad_item(
+pub(super) fn pad_item(
     x: &[f32],
     [c, h, w]: [usize; 3],
     [sh, sw]: [usize; 2],

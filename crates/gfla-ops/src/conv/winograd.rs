@@ -108,6 +108,8 @@ pub(super) struct Transformed {
     u: Vec<f32>,
     /// `u` in bfloat16 pairs ([`bf16::pack_pairs`]), made at the first product in bfloat16.
     pairs: OnceLock<Vec<u32>>,
+    /// The same from panels [`panel::LANES`] wide, for [`conv2d_channels_last`].
+    pixel_pairs: OnceLock<Vec<u32>>,
 }
 
 impl Transformed {
@@ -133,6 +135,7 @@ pub(super) fn prepare(weight: &[f32], g: &ConvGeometry, reused: bool) -> Option<
         algorithm,
         u,
         pairs: OnceLock::new(),
+        pixel_pairs: OnceLock::new(),
     })
 }
 
@@ -536,6 +539,9 @@ pub(super) fn conv2d(
         panel::packed_len(products, k, o, panel::PANEL),
         "winograd::conv2d: kernel size"
     );
+    if in_bf16 && algorithm == Algorithm::Conv3x3 && ow.div_ceil(2) <= CHANNELS_LAST_TILES {
+        return conv2d_channels_last(x, kernel, bias, g);
+    }
     let panels = panel::packed_len(1, k, o, panel::PANEL);
     let pairs = in_bf16.then(|| {
         kernel
@@ -593,6 +599,94 @@ pub(super) fn conv2d(
         });
     }
     // SAFETY: all `len` values were written above.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Row-major `[count][k][o]` matrices of [`panel::pack`]'s panels `width` wide.
+fn unpack(packed: &[f32], count: usize, k: usize, o: usize, width: usize) -> Vec<f32> {
+    let panels = o.div_ceil(width);
+    let mut out = vec![0.0f32; count * k * o];
+    for (i, panel) in packed.chunks_exact(k * width).enumerate() {
+        let (matrix, first) = (i / panels, (i % panels) * width);
+        let valid = width.min(o - first);
+        for (row, src) in panel.chunks_exact(width).enumerate() {
+            out[(matrix * k + row) * o + first..][..valid].copy_from_slice(&src[..valid]);
+        }
+    }
+    out
+}
+
+/// The widest tile rows [`conv2d_channels_last`] takes. Measured with bfloat16 products on 2
+/// threads: 256 -> 256 at 16 x 8 (4 tiles a row) 0.241 -> 0.225 ms, but 128 -> 128 at 32 x 16 (8)
+/// 0.278 -> 0.299 ms and 64 -> 64 at 64 x 32 (16) 0.30 -> 0.50 ms, where its output, written
+/// value by value, costs more than the transforms over tiles save.
+const CHANNELS_LAST_TILES: usize = 4;
+
+thread_local! {
+    /// Each thread's bfloat16 transformed input and products of a block for
+    /// [`conv2d_channels_last`].
+    static SCRATCH_CL: std::cell::RefCell<(Vec<u16>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// F(2x2, 3x3) with bfloat16 products, the transforms vectorised over channels instead of
+/// tiles: on Market's small maps a tile row is 1-4 tiles, and the transforms over tiles were a
+/// third of a layer's time once the products ran in bfloat16. The input is copied padded and
+/// channels-last once per item; each block's transformed input (`[16][tiles][C]`, bfloat16)
+/// is then multiplied as pixels ([`bf16::product_pixels`]).
+fn conv2d_channels_last(
+    x: &[f32],
+    kernel: &Transformed,
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    let [n, c, h, w] = g.input;
+    let o = g.out_channels;
+    let [top, left, _, _] = g.padding;
+    let [oh, ow] = g.output();
+    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
+    let row = c.div_ceil(2) * o.next_multiple_of(panel::LANES);
+    let pairs = kernel.pixel_pairs.get_or_init(|| {
+        let u = unpack(&kernel.u, 16, c, o, panel::PANEL);
+        bf16::pack_pairs(&panel::pack(&u, 16, c, o, panel::LANES), c, panel::LANES)
+    });
+    // As `conv2d`'s blocks: transformed input and products near BLOCK_FLOATS, one task per
+    // thread where the image has the rows.
+    let by_size = (BLOCK_FLOATS / (16 * (c + o) * tw)).max(1);
+    let rows = by_size.min(th.div_ceil(rayon::current_num_threads()));
+    let len = n * o * oh * ow;
+    let mut out = Vec::<f32>::with_capacity(len);
+    for (item, xi) in x.chunks_exact(c * h * w).enumerate() {
+        // Tile (ty, tx) reads padded pixels 2 ty.. 2 ty + 3, 2 tx.. 2 tx + 3.
+        let image =
+            super::cpu::pad_item(xi, [c, h, w], [1, 1], [top, left], [2 * th + 2, 2 * tw + 2]);
+        // SAFETY: item `item`'s `o * oh * ow` values lie inside the allocation of `len`.
+        let dst = Disjoint(unsafe { out.as_mut_ptr().add(item * o * oh * ow) });
+        (0..th.div_ceil(rows)).into_par_iter().for_each(|r| {
+            let (ty0, ty1) = (r * rows, ((r + 1) * rows).min(th));
+            let tiles = (ty1 - ty0) * tw;
+            SCRATCH_CL.with_borrow_mut(|(v, m)| {
+                // Both are overwritten whole: only grown, never cleared. One spare value: the
+                // pair read at an odd channel count's last channel.
+                if v.len() < 16 * tiles * c + 1 {
+                    v.resize(16 * tiles * c + 1, 0);
+                }
+                grow(m, 16 * tiles * o);
+                let block = [ty0, ty1, tw];
+                bf16::winograd_input(v, &image.data, [image.width, c], block);
+                for p in 0..16 {
+                    let segment = [(p * tiles * c, &pairs[p * row..][..row])];
+                    let m = &mut m[p * tiles * o..][..tiles * o];
+                    bf16::product_pixels(m, [tiles, o, c], v, c, [tiles, tiles], &segment, 0);
+                }
+                // SAFETY: these tile rows' output pixels are this task's only.
+                unsafe { bf16::winograd_output(m, bias, [o, oh, ow], block, dst) };
+            });
+        });
+    }
+    // SAFETY: every output pixel was written above (the tile rows cover all `oh` rows, each
+    // row all `ow` columns).
     unsafe { out.set_len(len) };
     out
 }
