@@ -57,3 +57,20 @@ pub use memory::reuse_freed_memory;
 pub use norm::instance_norm_leaky_relu;
 pub use sample::{Padding, bilinear_sample};
 pub use warp::{resample_gaussian, warp_bilinear};
+
+/// What the unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// `n` reproducible values in `[-scale / 2, scale / 2)` (a 64-bit LCG's top bits).
+    pub(crate) fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                scale * (((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5)
+            })
+            .collect()
+    }
+}

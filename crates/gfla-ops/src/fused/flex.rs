@@ -356,17 +356,7 @@ mod tests {
     use super::*;
     use crate::conv::bf16::to_bf16;
 
-    fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                scale * (((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5)
-            })
-            .collect()
-    }
+    use crate::testing::lcg;
 
     fn rounded(x: &[f32]) -> Vec<f32> {
         x.iter()
