@@ -1,5 +1,6 @@
-//! Opt-in bfloat16 products for the forward convolutions, on CPUs with AVX-512 BF16 (AMD Zen 4
-//! and later, Intel Cooper Lake and Sapphire Rapids and later).
+//! Opt-in bfloat16 products for the forward convolutions and the attention's sampled
+//! convolution, on CPUs with AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake and Sapphire
+//! Rapids and later).
 //!
 //! `VDPBF16PS` multiplies pairs of bfloat16 values and adds both products to a float32 sum, 32
 //! multiply-adds per instruction: twice the float32 FMA's rate on these cores (measured here:
@@ -20,8 +21,9 @@ use super::panel::{LANES, PANEL};
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Turns bfloat16 products on or off for the CPU's forward convolutions (`conv2d` and
-/// `conv_transpose2d` of weights that need no gradient, see [`bf16_products`]).
-/// Process-wide, off unless set. On a CPU without AVX-512 BF16 it changes nothing.
+/// `conv_transpose2d` of weights that need no gradient, see [`bf16_products`], and
+/// [`crate::sampled_convolution`] of such weights). Process-wide, off unless set. On a CPU
+/// without AVX-512 BF16 it changes nothing.
 pub fn set_bf16_products(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
