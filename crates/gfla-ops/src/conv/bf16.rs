@@ -111,7 +111,8 @@ pub(crate) fn convert(x: &[f32], spare: usize) -> Vec<u16> {
     out
 }
 
-fn convert_into(dst: &mut [u16], src: &[f32]) {
+/// `src` as bfloat16 values into `dst` (their common length), on the calling thread.
+pub(crate) fn convert_into(dst: &mut [u16], src: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     if bf16_supported() {
         // SAFETY: the features were just detected.

@@ -382,24 +382,17 @@ fn run_phases(
         .collect();
     // The image converted once, each phase's kernel once per prepared kernel. Two spare values:
     // the pair read at a pixel's last value when `k` is odd.
-    let image16 = bf16.then(|| super::bf16::convert(&p.data, 2));
-    let pairs: Vec<Option<&[u32]>> = phases
-        .iter()
-        .map(|ph| {
+    let image16 = bf16.then(|| {
+        // Each phase's pairs made here, before the tasks read them: made inside a task, a
+        // thread waiting on the packing's parallel loop could steal a task that waits on the
+        // same cell.
+        for ph in phases {
             let k = ph.kernel[1] * p.channels;
-            image16.as_ref().map(|_| {
-                ph.pairs
-                    .get_or_init(|| super::bf16::pack_pairs(&ph.rhs, k, LANES))
-                    .as_slice()
-            })
-        })
-        .collect();
-    let index = |ph: &Phase| {
-        phases
-            .iter()
-            .position(|q| std::ptr::eq(q, ph))
-            .expect("a phase of this call")
-    };
+            ph.pairs
+                .get_or_init(|| super::bf16::pack_pairs(&ph.rhs, k, LANES));
+        }
+        super::bf16::convert(&p.data, 2)
+    });
     tasks.into_par_iter().for_each(|(i, y0, c0)| {
         let group = &groups[i];
         let first = group[0];
@@ -420,24 +413,19 @@ fn run_phases(
                 }
                 let [kh, kw] = ph.kernel;
                 let k = kw * p.channels;
-                let row = k * oc.next_multiple_of(LANES);
-                let segments: Vec<Segment> = (0..kh)
-                    .map(|u| Segment {
-                        start: ((ph.origin[0] + y0 + u) * wp + ph.origin[1]) * p.channels,
-                        panels: &ph.rhs[u * row..][..row],
-                    })
-                    .collect();
+                let starts =
+                    (0..kh).map(|u| ((ph.origin[0] + y0 + u) * wp + ph.origin[1]) * p.channels);
                 // Only the phase's own columns of each row: on Market's smallest maps (4 x 2)
                 // the dropped ones were half the work.
                 let cols = ph.size[1];
                 let acc = &mut acc[g * m * n..][..rows * cols * n];
                 let (shape, grid) = ([rows * cols, n, k], [cols, wp]);
-                if let (Some(image), Some(pairs)) = (&image16, pairs[index(ph)]) {
+                if let Some(image) = &image16 {
+                    let pairs = ph.pairs.get().expect("pairs made before the tasks");
                     let row = k.div_ceil(2) * oc.next_multiple_of(LANES);
-                    let segments: Vec<(usize, &[u32])> = segments
-                        .iter()
+                    let segments: Vec<(usize, &[u32])> = starts
                         .enumerate()
-                        .map(|(u, s)| (s.start, &pairs[u * row..][..row]))
+                        .map(|(u, start)| (start, &pairs[u * row..][..row]))
                         .collect();
                     super::bf16::product_pixels(
                         acc,
@@ -449,6 +437,14 @@ fn run_phases(
                         c0 / LANES,
                     );
                 } else {
+                    let row = k * oc.next_multiple_of(LANES);
+                    let segments: Vec<Segment> = starts
+                        .enumerate()
+                        .map(|(u, start)| Segment {
+                            start,
+                            panels: &ph.rhs[u * row..][..row],
+                        })
+                        .collect();
                     panel::product_pixels(
                         acc,
                         shape,

@@ -510,32 +510,37 @@ pub(crate) fn sampled_conv_forward(
     );
     let mut z = vec![0.0f32; g.cells() * o];
     z.par_chunks_mut(CONV_CELLS * o).enumerate().for_each_init(
-        || vec![0.0f32; CONV_CELLS * row],
-        |patches, (t, z_rows)| {
+        // Each task's patches, and in bfloat16 their conversion (one spare value: the pair
+        // read at an odd row's last value).
+        || {
+            let half = pairs.map_or(0, |_| CONV_CELLS * row + 1);
+            (vec![0.0f32; CONV_CELLS * row], vec![0u16; half])
+        },
+        |(patches, half), (t, z_rows)| {
             let cells = z_rows.len() / o;
             let patches = &mut patches[..cells * row];
             patch_cells(g, source, flow, t * CONV_CELLS, patches);
             // The patches as one row of `cells` pixels of `row` channels.
-            let segment = [panel::Segment {
-                start: 0,
-                panels: w,
-            }];
             let shape = [cells, o, row];
             match pairs {
                 Some(pairs) => {
-                    let patches = crate::conv::bf16::convert(patches, 1);
-                    let segment = [(0, pairs)];
+                    crate::conv::bf16::convert_into(half, patches);
+                    half[cells * row] = 0;
                     crate::conv::bf16::product_pixels(
                         z_rows,
                         shape,
-                        &patches,
+                        &half[..cells * row + 1],
                         row,
                         [cells, cells],
-                        &segment,
+                        &[(0, pairs)],
                         0,
                     );
                 }
                 None => {
+                    let segment = [panel::Segment {
+                        start: 0,
+                        panels: w,
+                    }];
                     panel::product_pixels(z_rows, shape, patches, row, [cells, cells], &segment, 0)
                 }
             }
