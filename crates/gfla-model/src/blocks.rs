@@ -200,7 +200,10 @@ impl ReflectConv {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        conv2d(&self.conv, lrelu(x).pad((1, 1, 1, 1), PadMode::Reflect))
+        conv2d(
+            &self.conv,
+            gfla_ops::leaky_relu_pad(x, LEAKY_SLOPE, 1, PadMode::Reflect),
+        )
     }
 }
 

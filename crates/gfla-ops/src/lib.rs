@@ -37,6 +37,7 @@ pub mod fused;
 mod loss;
 mod memory;
 mod norm;
+mod pad;
 mod sample;
 mod warp;
 
@@ -55,6 +56,7 @@ pub use loss::{
 };
 pub use memory::reuse_freed_memory;
 pub use norm::instance_norm_leaky_relu;
+pub use pad::{leaky_relu_pad, pad};
 pub use sample::{Padding, bilinear_sample};
 pub use warp::{resample_gaussian, warp_bilinear};
 

@@ -214,8 +214,13 @@ pub fn extractor_attention(
     // The target half reads plain neighbourhoods with replicated borders: an ordinary
     // convolution over the edge-padded target (even k: the window reaches k/2 up-left).
     let (before, after) = (k / 2, k - 1 - k / 2);
+    let padded = if before == after {
+        crate::pad(target, before, PadMode::Edge)
+    } else {
+        target.pad((before, after, before, after), PadMode::Edge)
+    };
     let z_target = crate::conv::conv2d(
-        target.pad((before, after, before, after), PadMode::Edge),
+        padded,
         net.fuse_weight.clone().slice_dim(1, 0..c),
         None,
         ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
