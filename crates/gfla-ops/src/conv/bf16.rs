@@ -157,8 +157,90 @@ pub(crate) fn product_tiles(
     // SAFETY: the features were checked above, and the sizes.
     unsafe {
         avx512::pair_rows(&mut pairs[..k2 * stride], x, stride, k);
-        avx512::product_tiles(dst, &pairs[..k2 * stride], stride, w, k2, o);
     }
+    product_tile_pairs(dst, &pairs[..k2 * stride], [stride, k, o], w);
+}
+
+/// [`product_tiles`] of `x` already in pairs (`[k / 2][stride]`, as
+/// [`winograd_input_pairs`] writes them).
+pub(crate) fn product_tile_pairs(
+    dst: &mut [f32],
+    x: &[u32],
+    [stride, k, o]: [usize; 3],
+    w: &[u32],
+) {
+    let k2 = k.div_ceil(2);
+    assert!(
+        stride.is_multiple_of(LANES),
+        "bf16::product_tile_pairs: stride {stride}"
+    );
+    assert!(
+        x.len() >= k2 * stride && dst.len() >= o * stride,
+        "bf16::product_tile_pairs: sizes"
+    );
+    assert_eq!(
+        w.len(),
+        k2 * o.next_multiple_of(PANEL),
+        "bf16::product_tile_pairs: kernel size"
+    );
+    assert!(
+        bf16_supported(),
+        "bf16::product_tile_pairs: the CPU lacks AVX-512 BF16"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the features were checked above, and the sizes.
+    unsafe {
+        avx512::product_tiles(dst, &x[..k2 * stride], stride, w, k2, o);
+    }
+}
+
+/// Winograd F(2x2, 3x3)'s input transform `B^T d B` over tiles, as [`super::winograd`]'s
+/// float32 one, written as bfloat16 pairs of channels: the 4 x 4 patches of the tiles of tile
+/// rows `ty0..ty1` (`tw` a row) of one item `x` (`[C, H, W]`, zero outside, the patch of tile
+/// `(ty, tx)` at input pixel `(2 ty - top, 2 tx - left)`) into `v` (`[16][C / 2][stride]`,
+/// point `i * 4 + j` for `B^T` row `i` and `B` column `j`), which [`product_tile_pairs`]
+/// multiplies. `scratch` holds two channels' `d B`.
+///
+/// Each row's `d B` is computed in registers from two unaligned loads of the input row
+/// (deinterleaved by permutes), not from a padded copy split into even and odd columns: those
+/// copies, read back at an offset of one value right after they were written, stalled on
+/// store forwarding, and were most of the float32 transform's time.
+pub(crate) fn winograd_input_pairs(
+    v: &mut [u32],
+    x: &[f32],
+    [c, h, w]: [usize; 3],
+    [top, left]: [usize; 2],
+    [ty0, ty1, tw]: [usize; 3],
+    stride: usize,
+    scratch: &mut Vec<f32>,
+) {
+    let (tile_rows, k2) = (ty1 - ty0, c.div_ceil(2));
+    assert!(
+        stride >= tile_rows * tw && v.len() >= 16 * k2 * stride,
+        "bf16::winograd_input_pairs: output size"
+    );
+    assert_eq!(x.len(), c * h * w, "bf16::winograd_input_pairs: input size");
+    assert!(
+        bf16_supported(),
+        "bf16::winograd_input_pairs: the CPU lacks AVX-512 BF16"
+    );
+    let half = (tile_rows + 1) * tw;
+    if scratch.len() < 16 * half {
+        scratch.resize(16 * half, 0.0);
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the features were checked above, and the sizes.
+    unsafe {
+        avx512::winograd_input_pairs(
+            v,
+            x,
+            [c, h, w],
+            [top, left],
+            [ty0, ty1, tw],
+            stride,
+            scratch,
+        )
+    };
 }
 
 /// [`super::panel::product_pixels`] in bfloat16: the image as [`convert`] made it (one spare
@@ -529,6 +611,134 @@ mod avx512 {
                 }
             }
             p += if two { 2 } else { 1 };
+        }
+    }
+
+    /// Lanes `l < 16` with `0 <= start + l < len`.
+    #[inline(always)]
+    fn inside(start: isize, len: usize) -> __mmask16 {
+        let lo = (-start).clamp(0, 16);
+        let hi = (len as isize - start).clamp(0, 16);
+        if hi <= lo {
+            0
+        } else {
+            ((((1u32 << hi) - 1) >> lo) << lo) as __mmask16
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F, BW, VL and BF16, and the sizes [`super::winograd_input_pairs`] checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn winograd_input_pairs(
+        v: &mut [u32],
+        x: &[f32],
+        [c, h, w]: [usize; 3],
+        [top, left]: [usize; 2],
+        [ty0, ty1, tw]: [usize; 3],
+        stride: usize,
+        scratch: &mut [f32],
+    ) {
+        // SAFETY: the caller's CPU has the features; every access is inside the sizes it
+        // checked (input rows and runs masked to their lengths).
+        unsafe {
+            let (tile_rows, k2) = (ty1 - ty0, c.div_ceil(2));
+            let nt = tile_rows * tw;
+            // `d B` of each channel of a pair, `[parity][j][row / 2][tw]`, so that patch row i of
+            // all the block's tiles is one run (parity i % 2, from row i / 2), as the float32 one.
+            let half = (tile_rows + 1) * tw;
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+            // Low halves of the 32-bit lanes from the second operand of `cvtne2ps` (lanes 0-15 of
+            // its result), high halves from the first (16-31).
+            let interleave = _mm512_set_epi16(
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+            );
+            let (src, e) = (x.as_ptr(), scratch.as_mut_ptr());
+            for cp in 0..k2 {
+                for q in 0..2 {
+                    let ci = 2 * cp + q;
+                    let e = e.add(q * 8 * half);
+                    for r in 0..2 * tile_rows + 2 {
+                        let at = |j: usize| e.add(((r % 2) * 4 + j) * half + (r / 2) * tw);
+                        let y = (2 * ty0 + r) as isize - top as isize;
+                        // Past an odd channel count, and rows outside the image: zeros.
+                        let row = (ci < c && y >= 0 && y < h as isize)
+                            .then(|| src.add(ci * h * w + y as usize * w));
+                        for tx0 in (0..tw).step_by(16) {
+                            let keep = inside(tx0 as isize, tw);
+                            let [e0, e1, e2, e3] = match row {
+                                Some(row) => {
+                                    let base = 2 * tx0 as isize - left as isize;
+                                    // SAFETY: only the lanes inside the row are read.
+                                    let load = |off: isize| {
+                                        _mm512_maskz_loadu_ps(
+                                            inside(base + off, w),
+                                            row.wrapping_offset(base + off),
+                                        )
+                                    };
+                                    let (a, b) = (load(0), load(16));
+                                    let (a2, b2) = (load(2), load(18));
+                                    // Tile tx's patch columns 2 tx.. 2 tx + 3.
+                                    let d0 = _mm512_permutex2var_ps(a, even, b);
+                                    let d1 = _mm512_permutex2var_ps(a, odd, b);
+                                    let d2 = _mm512_permutex2var_ps(a2, even, b2);
+                                    let d3 = _mm512_permutex2var_ps(a2, odd, b2);
+                                    [
+                                        _mm512_sub_ps(d0, d2),
+                                        _mm512_add_ps(d1, d2),
+                                        _mm512_sub_ps(d2, d1),
+                                        _mm512_sub_ps(d1, d3),
+                                    ]
+                                }
+                                None => [_mm512_setzero_ps(); 4],
+                            };
+                            for (j, ej) in [e0, e1, e2, e3].into_iter().enumerate() {
+                                // SAFETY: tiles tx0.. (masked to `tw`) of this row's run.
+                                _mm512_mask_storeu_ps(at(j).add(tx0), keep, ej);
+                            }
+                        }
+                    }
+                }
+                // B^T (d B), for all the block's tiles at once, both channels paired.
+                for j in 0..4 {
+                    for t in (0..nt).step_by(16) {
+                        let keep = inside(t as isize, nt);
+                        let rows: [[__m512; 4]; 2] = std::array::from_fn(|q| {
+                            std::array::from_fn(|i| {
+                                // SAFETY: tiles t.. (masked to `nt`) of patch row i's run.
+                                _mm512_maskz_loadu_ps(
+                                    keep,
+                                    e.add(
+                                        q * 8 * half + ((i % 2) * 4 + j) * half + (i / 2) * tw + t,
+                                    ),
+                                )
+                            })
+                        });
+                        let [low, high] = rows.map(|[r0, r1, r2, r3]| {
+                            [
+                                _mm512_sub_ps(r0, r2),
+                                _mm512_add_ps(r1, r2),
+                                _mm512_sub_ps(r2, r1),
+                                _mm512_sub_ps(r1, r3),
+                            ]
+                        });
+                        for (i, (low, high)) in low.into_iter().zip(high).enumerate() {
+                            let both = std::mem::transmute::<__m512bh, __m512i>(
+                                _mm512_cvtne2ps_pbh(high, low),
+                            );
+                            let pairs = _mm512_permutexvar_epi16(interleave, both);
+                            let at = ((i * 4 + j) * k2 + cp) * stride + t;
+                            // SAFETY: point i * 4 + j, pair cp, tiles t.. (masked to `nt`) of `v`.
+                            _mm512_mask_storeu_epi32(
+                                v.as_mut_ptr().add(at) as *mut i32,
+                                keep,
+                                pairs,
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 

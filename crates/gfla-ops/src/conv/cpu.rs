@@ -1310,6 +1310,10 @@ mod tests {
             ([1, 9, 6, 5], 17, [3, 3], [1, 1], [0, 2, 1, 0]),
             ([2, 3, 10, 9], 16, [4, 4], [2, 2], [1, 1, 1, 1]),
             ([1, 4, 9, 11], 20, [4, 4], [2, 2], [0, 2, 1, 0]),
+            // Tile rows of over 16 tiles (two vectors, the second partial), an odd channel
+            // count, left padding 0 and 2.
+            ([1, 9, 5, 40], 16, [3, 3], [1, 1], [1, 1, 1, 1]),
+            ([1, 8, 6, 37], 17, [3, 3], [1, 1], [0, 2, 1, 0]),
         ]
         .map(
             |(input, out_channels, kernel, stride, padding)| ConvGeometry {

@@ -567,14 +567,31 @@ pub(super) fn conv2d(
             let (ty0, ty1) = (r * rows, ((r + 1) * rows).min(th));
             let tiles = stride(ty1 - ty0, tw);
             SCRATCH.with_borrow_mut(|(v, m, scratch)| {
-                // Both are overwritten whole: only grown, never cleared.
-                grow(v, products * k * tiles);
-                grow(m, products * o * tiles);
-                let (v, m) = (
-                    &mut v[..products * k * tiles],
-                    &mut m[..products * o * tiles],
-                );
                 let block = [ty0, ty1, tw];
+                // Overwritten whole: only grown, never cleared.
+                grow(m, products * o * tiles);
+                let m = &mut m[..products * o * tiles];
+                if let (Some(kernel), Algorithm::Conv3x3) = (pairs, algorithm) {
+                    // The transform writes the pairs the products read.
+                    let k2 = k.div_ceil(2);
+                    if scratch.len() < products * k2 * tiles {
+                        scratch.resize(products * k2 * tiles, 0);
+                    }
+                    let shape = [c, h, w];
+                    bf16::winograd_input_pairs(scratch, xi, shape, [top, left], block, tiles, v);
+                    for (p, (m, x)) in m
+                        .chunks_exact_mut(o * tiles)
+                        .zip(scratch.chunks_exact(k2 * tiles))
+                        .enumerate()
+                    {
+                        let kernel = &kernel[p * pair_panels..][..pair_panels];
+                        bf16::product_tile_pairs(m, x, [tiles, k, o], kernel);
+                    }
+                    transform_output(m, bias, points, [o, oh, ow], block, dst);
+                    return;
+                }
+                grow(v, products * k * tiles);
+                let v = &mut v[..products * k * tiles];
                 match algorithm {
                     Algorithm::Conv3x3 => transform_input(xi, [c, h, w], [top, left], block, v),
                     Algorithm::Conv4x4Stride2 => {
