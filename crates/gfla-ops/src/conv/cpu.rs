@@ -639,6 +639,60 @@ multiversion! {
 /// Channels copied together by [`pad_item`].
 const PAD_CHANNELS: usize = 8;
 
+/// Row `ys` of [`pad_item`]'s copy (zeros where it is outside the input).
+fn pad_row(
+    x: &[f32],
+    [c, h, w]: [usize; 3],
+    [sh, sw]: [usize; 2],
+    [top, left]: [usize; 2],
+    ys: usize,
+    row: &mut [f32],
+) {
+    let channels = sh * sw * c;
+    let width = row.len() / channels;
+    // Eight channels at a time: eight input rows read along, each pixel's eight values written
+    // together. (One channel at a time, one value per pixel at a stride of C, the copy took as
+    // long as the 64 -> 3 output layer's products.)
+    for a in 0..sh {
+        let Some(y) = (ys * sh + a).checked_sub(top).filter(|&y| y < h) else {
+            continue;
+        };
+        for c0 in (0..c).step_by(PAD_CHANNELS) {
+            let n = PAD_CHANNELS.min(c - c0);
+            // Past the last channel, the last again (read, not written).
+            let src: [&[f32]; PAD_CHANNELS] =
+                std::array::from_fn(|i| &x[((c0 + i.min(n - 1)) * h + y) * w..][..w]);
+            for b in 0..sw {
+                let dst = &mut row[(a * sw + b) * c + c0..];
+                // Columns xs with 0 <= xs * sw + b - left < w.
+                let first = left.saturating_sub(b).div_ceil(sw);
+                let end = (w + left).saturating_sub(b).div_ceil(sw).min(width);
+                let mut xs = first;
+                if sw == 1 && n == PAD_CHANNELS {
+                    // Blocks of eight pixels of the eight channels, transposed in registers.
+                    let plane = h * w;
+                    while xs + WRITE_BLOCK <= end {
+                        let t = transposed_block(&x[(c0 * h + y) * w + xs - left..], plane);
+                        for (j, t) in t.iter().enumerate() {
+                            dst[(xs + j) * channels..][..PAD_CHANNELS].copy_from_slice(t);
+                        }
+                        xs += WRITE_BLOCK;
+                    }
+                }
+                for xs in xs..end {
+                    let at = xs * sw + b - left;
+                    // Stored value by value: gathered into an array first, each block was
+                    // reloaded as a vector from the smaller stores, which stalls.
+                    let out = &mut dst[xs * channels..][..n];
+                    for (o, src) in out.iter_mut().zip(&src) {
+                        *o = src[at];
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Copies one NCHW item into `P` in space-to-depth order: pixel `(ys, xs)` of `P` holds input
 /// pixels `(ys * sh + a - top, xs * sw + b - left)` for `a < sh`, `b < sw`, channel
 /// `(a * sw + b) * C + c`; outside the input it is zero.
@@ -650,41 +704,25 @@ pub(super) fn pad_item(
     [rows, width]: [usize; 2],
 ) -> Padded {
     let channels = sh * sw * c;
-    let mut data = crate::simd::zeros((rows + 1) * width * channels);
-    data.par_chunks_mut(width * channels)
-        .take(rows)
-        .enumerate()
-        .for_each(|(ys, row)| {
-            // Eight channels at a time: eight input rows read along, each pixel's eight
-            // values written together. (One channel at a time, one value per pixel at a
-            // stride of C, the copy took as long as the 64 -> 3 output layer's products.)
-            for a in 0..sh {
-                let Some(y) = (ys * sh + a).checked_sub(top).filter(|&y| y < h) else {
-                    continue;
-                };
-                for c0 in (0..c).step_by(PAD_CHANNELS) {
-                    let n = PAD_CHANNELS.min(c - c0);
-                    // Past the last channel, the last again (read, not written).
-                    let src: [&[f32]; PAD_CHANNELS] =
-                        std::array::from_fn(|i| &x[((c0 + i.min(n - 1)) * h + y) * w..][..w]);
-                    for b in 0..sw {
-                        let dst = &mut row[(a * sw + b) * c + c0..];
-                        // Columns xs with 0 <= xs * sw + b - left < w.
-                        let first = left.saturating_sub(b).div_ceil(sw);
-                        let end = (w + left).saturating_sub(b).div_ceil(sw).min(width);
-                        for xs in first..end {
-                            let at = xs * sw + b - left;
-                            // Stored value by value: gathered into an array first, each block
-                            // was reloaded as a vector from the smaller stores, which stalls.
-                            let out = &mut dst[xs * channels..][..n];
-                            for (o, src) in out.iter_mut().zip(&src) {
-                                *o = src[at];
-                            }
-                        }
-                    }
+    let (row_len, len) = (width * channels, (rows + 1) * width * channels);
+    let mut data = Vec::<f32>::with_capacity(len);
+    if row_len > 0 {
+        data.spare_capacity_mut()[..len]
+            .par_chunks_mut(row_len)
+            .enumerate()
+            .for_each(|(ys, row)| {
+                // Each row zeroed where it is written, while in cache (a zeroing pass over the
+                // whole copy first was most of the copy's time on wide maps).
+                row.fill(std::mem::MaybeUninit::new(0.0));
+                // SAFETY: every value was just written.
+                let row = unsafe { &mut *(row as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+                if ys < rows {
+                    pad_row(x, [c, h, w], [sh, sw], [top, left], ys, row);
                 }
-            }
-        });
+            });
+    }
+    // SAFETY: all `rows + 1` rows were written above.
+    unsafe { data.set_len(len) };
     Padded {
         data,
         width,
@@ -1314,6 +1352,8 @@ mod tests {
             // count, left padding 0 and 2.
             ([1, 9, 5, 40], 16, [3, 3], [1, 1], [1, 1, 1, 1]),
             ([1, 8, 6, 37], 17, [3, 3], [1, 1], [0, 2, 1, 0]),
+            // A padded copy of whole blocks of eight channels and pixels, and a rest of both.
+            ([1, 10, 6, 21], 12, [5, 3], [1, 1], [2, 1, 2, 1]),
         ]
         .map(
             |(input, out_channels, kernel, stride, padding)| ConvGeometry {
@@ -1458,6 +1498,7 @@ mod tests {
             ([1, 2, 3, 4], 3, [1, 1], [2, 2], [0, 0], [6, 8]),
             ([1, 2, 4, 4], 3, [3, 3], [2, 2], [1, 0], [6, 10]),
             ([1, 8, 1, 3], 40, [3, 3], [2, 2], [1, 1], [2, 6]),
+            ([1, 9, 4, 19], 18, [3, 3], [2, 2], [1, 1], [8, 38]),
             // Matrix products whose row parity has two column phases (an odd width, rows at
             // stride 3) or three (the general interleaving).
             ([1, 8, 3, 3], 20, [3, 3], [2, 2], [1, 1], [5, 5]),
