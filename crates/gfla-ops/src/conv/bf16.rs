@@ -282,6 +282,60 @@ pub(crate) fn product_pixels(
     };
 }
 
+/// Winograd F(2x2, 2x2)'s input transform over the space-to-depth pixels of a 4 x 4 stride-2
+/// layer, as [`super::winograd`]'s float32 `transform_input_s2d`, written as bfloat16 pairs of
+/// its `4 C` channels: `v` is `[9][2 C][stride]`. Space-to-depth channel `(a * 2 + b) * C +
+/// ci` of pixel `(r, s)` is input pixel `(2 r + a - top, 2 s + b - left)`, zero outside; tile
+/// `(ty, tx)` covers pixels `2 ty.., 2 tx..` of that image. `C` is even, so that a pair is two
+/// input channels of one `(a, b)`. `scratch` as in [`winograd_input_pairs`], whose approach this
+/// shares: a tile's three patch columns are every fourth input column, permuted out of
+/// unaligned loads of the row, which serve both column parities `b`.
+pub(crate) fn winograd_input_s2d_pairs(
+    v: &mut [u32],
+    x: &[f32],
+    [c, h, w]: [usize; 3],
+    [top, left]: [usize; 2],
+    [ty0, ty1, tw]: [usize; 3],
+    stride: usize,
+    scratch: &mut Vec<f32>,
+) {
+    let tile_rows = ty1 - ty0;
+    assert!(
+        stride >= tile_rows * tw && v.len() >= 9 * 2 * c * stride,
+        "bf16::winograd_input_s2d_pairs: output size"
+    );
+    assert_eq!(
+        x.len(),
+        c * h * w,
+        "bf16::winograd_input_s2d_pairs: input size"
+    );
+    assert!(
+        c.is_multiple_of(2),
+        "bf16::winograd_input_s2d_pairs: an odd channel count ({c})"
+    );
+    assert!(
+        bf16_supported(),
+        "bf16::winograd_input_s2d_pairs: the CPU lacks AVX-512 BF16"
+    );
+    let half = (tile_rows + 1) * tw;
+    if scratch.len() < 24 * half {
+        scratch.resize(24 * half, 0.0);
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the features were checked above, and the sizes.
+    unsafe {
+        avx512::winograd_input_s2d_pairs(
+            v,
+            x,
+            [c, h, w],
+            [top, left],
+            [ty0, ty1, tw],
+            stride,
+            scratch,
+        )
+    };
+}
+
 /// Winograd F(2x2, 3x3)'s input transform `B^T d B`, vectorised over channels: the 4 x 4
 /// patches of the tiles of tile rows `ty0..ty1` (`tw` per row; tile `(ty, tx)` at pixel
 /// `(2 ty, 2 tx)`) of a zero-padded channels-last image (`width` pixels of `c` channels per
@@ -735,6 +789,147 @@ mod avx512 {
                                 keep,
                                 pairs,
                             );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// 64 columns of a row from `start` (zero outside `0..w`), as four vectors.
+    #[inline(always)]
+    unsafe fn row_run(row: *const f32, start: isize, w: usize) -> [__m512; 4] {
+        // SAFETY: the caller's CPU has AVX-512F; only the lanes inside the row are read.
+        std::array::from_fn(|k| unsafe {
+            let at = start + 16 * k as isize;
+            _mm512_maskz_loadu_ps(inside(at, w), row.wrapping_offset(at))
+        })
+    }
+
+    /// Every fourth value of `run` ([`row_run`]) from the first lane of `pick` (`[o, o + 4, ..,
+    /// o + 28]` in its low eight lanes): each pair of vectors permuted, the two halves joined.
+    #[inline(always)]
+    fn every_fourth(run: &[__m512; 4], pick: __m512i) -> __m512 {
+        // SAFETY: register-only operations of AVX-512F, which the callers enable.
+        unsafe {
+            let low = _mm512_permutex2var_ps(run[0], pick, run[1]);
+            let high = _mm512_permutex2var_ps(run[2], pick, run[3]);
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(low, high)
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F, BW, VL and BF16, and the sizes [`super::winograd_input_s2d_pairs`] checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn winograd_input_s2d_pairs(
+        v: &mut [u32],
+        x: &[f32],
+        [c, h, w]: [usize; 3],
+        [top, left]: [usize; 2],
+        [ty0, ty1, tw]: [usize; 3],
+        stride: usize,
+        scratch: &mut [f32],
+    ) {
+        // SAFETY: the caller's CPU has the features; every access is inside the sizes it
+        // checked (input rows and runs masked to their lengths).
+        unsafe {
+            let (tile_rows, k2) = (ty1 - ty0, 2 * c);
+            let nt = tile_rows * tw;
+            // `d B`, `[channel q][b][parity][j][row / 2][tw]` (j < 3), of the four
+            // space-to-depth channels of input channels 2 cq, 2 cq + 1 and row parity `a`: both
+            // column parities `b` from the same loads.
+            let half = (tile_rows + 1) * tw;
+            let plane = |q: usize, b: usize| (q * 2 + b) * 6 * half;
+            let pick: [__m512i; 4] = std::array::from_fn(|o| {
+                let o = o as i32;
+                _mm512_setr_epi32(
+                    o,
+                    o + 4,
+                    o + 8,
+                    o + 12,
+                    o + 16,
+                    o + 20,
+                    o + 24,
+                    o + 28,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                )
+            });
+            let interleave = _mm512_set_epi16(
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+            );
+            let (src, e) = (x.as_ptr(), scratch.as_mut_ptr());
+            for cq in 0..c / 2 {
+                for a in 0..2 {
+                    for q in 0..2 {
+                        let ci = 2 * cq + q;
+                        for r in 0..2 * tile_rows + 1 {
+                            let y = (2 * (2 * ty0 + r) + a) as isize - top as isize;
+                            let row = (y >= 0 && y < h as isize)
+                                .then(|| src.add(ci * h * w + y as usize * w));
+                            for tx0 in (0..tw).step_by(16) {
+                                let keep = inside(tx0 as isize, tw);
+                                // Tile tx's patch columns: input columns 4 tx + b - left, + 2
+                                // and + 4.
+                                let base = (4 * tx0) as isize - left as isize;
+                                let runs = row
+                                    .map(|row| (row_run(row, base, w), row_run(row, base + 4, w)));
+                                for b in 0..2 {
+                                    let [e0, e1, e2] = match &runs {
+                                        Some((run, next)) => {
+                                            let d0 = every_fourth(run, pick[b]);
+                                            let d1 = every_fourth(run, pick[2 + b]);
+                                            let d2 = every_fourth(next, pick[b]);
+                                            [_mm512_sub_ps(d0, d1), d1, _mm512_sub_ps(d2, d1)]
+                                        }
+                                        None => [_mm512_setzero_ps(); 3],
+                                    };
+                                    for (j, ej) in [e0, e1, e2].into_iter().enumerate() {
+                                        let at =
+                                            plane(q, b) + ((r % 2) * 3 + j) * half + (r / 2) * tw;
+                                        _mm512_mask_storeu_ps(e.add(at + tx0), keep, ej);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // B^T (d B) = (r0 - r1, r1, r2 - r1), the two input channels paired:
+                    // space-to-depth channels (a * 2 + b) * C + 2 cq and the next.
+                    for b in 0..2 {
+                        let cp = (a * 2 + b) * c / 2 + cq;
+                        for j in 0..3 {
+                            for t in (0..nt).step_by(16) {
+                                let keep = inside(t as isize, nt);
+                                let rows: [[__m512; 3]; 2] = std::array::from_fn(|q| {
+                                    std::array::from_fn(|i| {
+                                        let at =
+                                            plane(q, b) + ((i % 2) * 3 + j) * half + (i / 2) * tw;
+                                        _mm512_maskz_loadu_ps(keep, e.add(at + t))
+                                    })
+                                });
+                                let [low, high] = rows.map(|[r0, r1, r2]| {
+                                    [_mm512_sub_ps(r0, r1), r1, _mm512_sub_ps(r2, r1)]
+                                });
+                                for (i, (low, high)) in low.into_iter().zip(high).enumerate() {
+                                    let both = std::mem::transmute::<__m512bh, __m512i>(
+                                        _mm512_cvtne2ps_pbh(high, low),
+                                    );
+                                    let pairs = _mm512_permutexvar_epi16(interleave, both);
+                                    let at = ((i * 3 + j) * k2 + cp) * stride + t;
+                                    _mm512_mask_storeu_epi32(
+                                        v.as_mut_ptr().add(at) as *mut i32,
+                                        keep,
+                                        pairs,
+                                    );
+                                }
+                            }
                         }
                     }
                 }

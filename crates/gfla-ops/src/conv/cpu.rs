@@ -1352,6 +1352,8 @@ mod tests {
             // count, left padding 0 and 2.
             ([1, 9, 5, 40], 16, [3, 3], [1, 1], [1, 1, 1, 1]),
             ([1, 8, 6, 37], 17, [3, 3], [1, 1], [0, 2, 1, 0]),
+            // 4x4 stride 2 with tile rows of over 16 tiles.
+            ([1, 6, 5, 70], 16, [4, 4], [2, 2], [1, 1, 0, 1]),
             // A padded copy of whole blocks of eight channels and pixels, and a rest of both.
             ([1, 10, 6, 21], 12, [5, 3], [1, 1], [2, 1, 2, 1]),
         ]

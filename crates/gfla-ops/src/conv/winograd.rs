@@ -571,14 +571,23 @@ pub(super) fn conv2d(
                 // Overwritten whole: only grown, never cleared.
                 grow(m, products * o * tiles);
                 let m = &mut m[..products * o * tiles];
-                if let (Some(kernel), Algorithm::Conv3x3) = (pairs, algorithm) {
+                // (The space-to-depth transform pairs two input channels: an even count.)
+                let paired = algorithm == Algorithm::Conv3x3 || c.is_multiple_of(2);
+                if let (Some(kernel), true) = (pairs, paired) {
                     // The transform writes the pairs the products read.
                     let k2 = k.div_ceil(2);
                     if scratch.len() < products * k2 * tiles {
                         scratch.resize(products * k2 * tiles, 0);
                     }
-                    let shape = [c, h, w];
-                    bf16::winograd_input_pairs(scratch, xi, shape, [top, left], block, tiles, v);
+                    let (shape, origin) = ([c, h, w], [top, left]);
+                    match algorithm {
+                        Algorithm::Conv3x3 => {
+                            bf16::winograd_input_pairs(scratch, xi, shape, origin, block, tiles, v)
+                        }
+                        Algorithm::Conv4x4Stride2 => bf16::winograd_input_s2d_pairs(
+                            scratch, xi, shape, origin, block, tiles, v,
+                        ),
+                    }
                     for (p, (m, x)) in m
                         .chunks_exact_mut(o * tiles)
                         .zip(scratch.chunks_exact(k2 * tiles))
