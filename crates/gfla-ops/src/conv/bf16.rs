@@ -573,34 +573,54 @@ mod avx512 {
         }
     }
 
-    /// One micro-tile of [`product_pixels`]: `R` pixels (pairs from `image` at `offsets`) under
-    /// `P` panels of 16 output channels, added to `acc`.
+    /// One micro-tile of [`product_pixels`]: `R` pixels (pairs from `image` at each segment's
+    /// start plus `offsets`) under `P` panels of 16 output channels from `panel` of each
+    /// segment's kernel, summed over all segments in registers and stored into `dst` (rows of
+    /// `n`, channels from `first`). (Summed segment by segment into an array, the array went
+    /// through memory and was zeroed by a `memset` per micro-tile.)
     #[inline(always)]
     unsafe fn pixel_tile<const R: usize, const P: usize>(
-        acc: &mut [[__m512; 2]; PIXELS],
-        image: *const u16,
+        dst: &mut [f32],
+        [n, first]: [usize; 2],
+        image: &[u16],
         offsets: &[usize; PIXELS],
-        panels: [&[u32]; P],
-        k2: usize,
+        segments: &[(usize, &[u32])],
+        [panel, k2]: [usize; 2],
     ) {
-        // SAFETY: the caller's CPU has AVX-512F and BF16, its panels `k2` rows of 16 and its
-        // image `2 * k2` values from every offset.
+        // SAFETY: the caller's CPU has AVX-512F and BF16, its panels `k2` rows of 16 from
+        // `panel` and its image `2 * k2` values from every segment's start plus offset.
         unsafe {
             let mut sums = [[_mm512_setzero_ps(); P]; R];
-            for j in 0..k2 {
-                let w: [__m512bh; P] =
-                    std::array::from_fn(|i| pairs(panels[i].as_ptr().add(j * LANES)));
-                for r in 0..R {
-                    let v =
-                        broadcast((image.add(offsets[r] + 2 * j) as *const u32).read_unaligned());
-                    for i in 0..P {
-                        sums[r][i] = _mm512_dpbf16_ps(sums[r][i], v, w[i]);
+            for &(start, kernel) in segments {
+                let image = image[start..].as_ptr();
+                let panels: [*const u32; P] =
+                    std::array::from_fn(|i| kernel.as_ptr().add((panel + i) * k2 * LANES));
+                for j in 0..k2 {
+                    let w: [__m512bh; P] = std::array::from_fn(|i| pairs(panels[i].add(j * LANES)));
+                    for r in 0..R {
+                        let v = broadcast(
+                            (image.add(offsets[r] + 2 * j) as *const u32).read_unaligned(),
+                        );
+                        for i in 0..P {
+                            sums[r][i] = _mm512_dpbf16_ps(sums[r][i], v, w[i]);
+                        }
                     }
                 }
             }
-            for r in 0..R {
-                for i in 0..P {
-                    acc[r][i] = _mm512_add_ps(acc[r][i], sums[r][i]);
+            for (r, sums) in sums.iter().enumerate() {
+                for (i, &sum) in sums.iter().enumerate() {
+                    let first = first + i * LANES;
+                    let valid = LANES.min(n - first);
+                    let out = &mut dst[r * n + first..][..valid];
+                    if valid == LANES {
+                        _mm512_storeu_ps(out.as_mut_ptr(), sum);
+                    } else {
+                        _mm512_mask_storeu_ps(
+                            out.as_mut_ptr(),
+                            ((1u32 << valid) - 1) as __mmask16,
+                            sum,
+                        );
+                    }
                 }
             }
         }
@@ -630,39 +650,20 @@ mod avx512 {
                 for (r, o) in offsets.iter_mut().enumerate().take(pixels) {
                     *o = at(q + r);
                 }
-                let mut acc = [[_mm512_setzero_ps(); 2]; PIXELS];
-                for &(start, kernel) in segments {
-                    let image = image[start..].as_ptr();
-                    let panel =
-                        |i: usize| &kernel[(first_panel + p + i) * k2 * LANES..][..k2 * LANES];
-                    macro_rules! tile {
-                        ([$($two:literal)*], [$($one:literal)*]) => {
-                            match (two, pixels) {
-                                $((true, $two) => pixel_tile::<$two, 2>(&mut acc, image, &offsets, [panel(0), panel(1)], k2),)*
-                                $((false, $one) => pixel_tile::<$one, 1>(&mut acc, image, &offsets, [panel(0)], k2),)*
-                                _ => unreachable!("{pixels} pixels"),
-                            }
-                        };
-                    }
-                    // SAFETY: checked by the caller for every pixel of the product.
-                    unsafe { tile!([1 2 3 4 5 6], [1 2 3 4 5 6 7 8 9 10 11 12]) };
-                }
-                for (r, acc) in acc.iter().enumerate().take(pixels) {
-                    for (i, acc) in acc.iter().enumerate().take(if two { 2 } else { 1 }) {
-                        let first = (p + i) * LANES;
-                        let valid = LANES.min(n - first);
-                        let out = &mut dst[(q + r) * n + first..][..valid];
-                        if valid == LANES {
-                            // SAFETY: 16 values of `dst` from there.
-                            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), *acc) };
-                        } else {
-                            let mut all = [0.0f32; LANES];
-                            // SAFETY: a local array of 16.
-                            unsafe { _mm512_storeu_ps(all.as_mut_ptr(), *acc) };
-                            out.copy_from_slice(&all[..valid]);
+                let dst = &mut dst[q * n..];
+                let place = [n, p * LANES];
+                let panel = [first_panel + p, k2];
+                macro_rules! tile {
+                    ([$($two:literal)*], [$($one:literal)*]) => {
+                        match (two, pixels) {
+                            $((true, $two) => pixel_tile::<$two, 2>(dst, place, image, &offsets, segments, panel),)*
+                            $((false, $one) => pixel_tile::<$one, 1>(dst, place, image, &offsets, segments, panel),)*
+                            _ => unreachable!("{pixels} pixels"),
                         }
-                    }
+                    };
                 }
+                // SAFETY: checked by the caller for every pixel of the product.
+                unsafe { tile!([1 2 3 4 5 6], [1 2 3 4 5 6 7 8 9 10 11 12]) };
             }
             p += if two { 2 } else { 1 };
         }
