@@ -172,7 +172,7 @@ thread_local! {
 /// Convolutions with at most this many output channels run as dot products instead of
 /// matrix products, whose smallest tile is 16 channels wide (the 64 -> 3 output layer ran at
 /// under a tenth of the GEMM's speed).
-const DIRECT: usize = 4;
+pub(super) const DIRECT: usize = 4;
 
 /// The eight-lane sums of [`direct_rows`] over `chunks` vectors of `DIRECT_PIXELS` pixels and
 /// [`DIRECT`] kernels. A function of its own that returns the sums: as locals of the loop
@@ -828,6 +828,9 @@ pub(super) fn conv2d_prepared(
         ConvKernel::Winograd(t) => return super::winograd::conv2d(x, t, bias, g, bf16),
         ConvKernel::Gemm(phase) => std::slice::from_ref(phase),
     };
+    if super::planar::applies(g) {
+        return super::planar::conv2d(x, &direct_kernel(&phase[0], c, oc), bias, g);
+    }
     let s2d = SpaceToDepth::new(g);
     let [oh, ow] = g.output();
     let mut out = crate::simd::zeros(n * oc * oh * ow);
@@ -1354,6 +1357,10 @@ mod tests {
             ([1, 8, 6, 37], 17, [3, 3], [1, 1], [0, 2, 1, 0]),
             // 4x4 stride 2 with tile rows of over 16 tiles.
             ([1, 6, 5, 70], 16, [4, 4], [2, 2], [1, 1, 0, 1]),
+            // Few output channels over rows of more than one step of 64 pixels, and a 3 x 5
+            // kernel with uneven padding.
+            ([1, 7, 5, 77], 3, [3, 3], [1, 1], [1, 1, 1, 1]),
+            ([1, 5, 6, 70], 1, [3, 5], [1, 1], [0, 2, 1, 0]),
             // A padded copy of whole blocks of eight channels and pixels, and a rest of both.
             ([1, 10, 6, 21], 12, [5, 3], [1, 1], [2, 1, 2, 1]),
         ]

@@ -31,6 +31,8 @@ mod flex;
 #[cfg(feature = "flex")]
 pub(crate) mod panel;
 #[cfg(feature = "flex")]
+mod planar;
+#[cfg(feature = "flex")]
 mod winograd;
 
 #[cfg(feature = "flex")]
