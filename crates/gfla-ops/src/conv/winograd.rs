@@ -493,6 +493,135 @@ multiversion! {
     }
 }
 
+/// [`transform_input`], in AVX-512 where the CPU has it.
+fn input_transform(
+    x: &[f32],
+    shape: [usize; 3],
+    origin: [usize; 2],
+    block: [usize; 3],
+    v: &mut [f32],
+) {
+    let ([c, h, w], [ty0, ty1, tw]) = (shape, block);
+    assert_eq!(x.len(), c * h * w, "winograd: input size");
+    assert!(
+        v.len() >= 16 * c * stride(ty1 - ty0, tw),
+        "winograd: transformed input size"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was just detected; the sizes were checked above.
+        return unsafe { avx512::transform_input(x, shape, origin, block, v) };
+    }
+    transform_input(x, shape, origin, block, v)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::stride;
+
+    /// Lanes `l < 16` with `0 <= start + l < len`.
+    #[inline(always)]
+    fn inside(start: isize, len: usize) -> __mmask16 {
+        let lo = (-start).clamp(0, 16);
+        let hi = (len as isize - start).clamp(0, 16);
+        if hi <= lo {
+            0
+        } else {
+            ((((1u32 << hi) - 1) >> lo) << lo) as __mmask16
+        }
+    }
+
+    /// [`super::transform_input`] with each row's `d B` computed in registers from unaligned
+    /// loads of the input row, deinterleaved by permutes, as the bfloat16 transform does (see
+    /// `bf16::winograd_input_pairs`): the portable version's padded copy, split into even and
+    /// odd columns and read back at an offset of one value, stalled on store forwarding.
+    ///
+    /// # Safety
+    /// AVX-512F; `x` is `[C, H, W]` and `v` holds `[16][C][stride]` for the block.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transform_input(
+        x: &[f32],
+        [c, h, w]: [usize; 3],
+        [top, left]: [usize; 2],
+        [ty0, ty1, tw]: [usize; 3],
+        v: &mut [f32],
+    ) {
+        let tile_rows = ty1 - ty0;
+        let (tiles, nt) = (stride(tile_rows, tw), tile_rows * tw);
+        // `d B` of one channel, `[parity][j][row / 2][tw]`: patch row i of all the block's
+        // tiles is one run (parity i % 2, from row i / 2).
+        let half = (tile_rows + 1) * tw;
+        let mut e = vec![0.0f32; 8 * half];
+        // SAFETY: input loads are masked to their row's `w` columns, the runs of `e` to `tw`
+        // tiles and `nt`, the stores to `v` to the block's `nt` tiles of its rows.
+        unsafe {
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+            let e = e.as_mut_ptr();
+            for ci in 0..c {
+                for r in 0..2 * tile_rows + 2 {
+                    let y = (2 * ty0 + r) as isize - top as isize;
+                    let run = ((r % 2) * 4) * half + (r / 2) * tw;
+                    for tx0 in (0..tw).step_by(16) {
+                        let keep = inside(tx0 as isize, tw);
+                        let mut d = [_mm512_setzero_ps(); 4];
+                        if y >= 0 && y < h as isize {
+                            let row = x.as_ptr().add((ci * h + y as usize) * w);
+                            let base = 2 * tx0 as isize - left as isize;
+                            let mut load = [_mm512_setzero_ps(); 4];
+                            for (q, load) in load.iter_mut().enumerate() {
+                                // Columns base.., base + 16.., base + 2.., base + 18...
+                                let at = base + [0, 16, 2, 18][q];
+                                *load =
+                                    _mm512_maskz_loadu_ps(inside(at, w), row.wrapping_offset(at));
+                            }
+                            // Tile tx's patch columns 2 tx.. 2 tx + 3.
+                            d = [
+                                _mm512_permutex2var_ps(load[0], even, load[1]),
+                                _mm512_permutex2var_ps(load[0], odd, load[1]),
+                                _mm512_permutex2var_ps(load[2], even, load[3]),
+                                _mm512_permutex2var_ps(load[2], odd, load[3]),
+                            ];
+                        }
+                        let rows = [
+                            _mm512_sub_ps(d[0], d[2]),
+                            _mm512_add_ps(d[1], d[2]),
+                            _mm512_sub_ps(d[2], d[1]),
+                            _mm512_sub_ps(d[1], d[3]),
+                        ];
+                        for (j, row) in rows.into_iter().enumerate() {
+                            _mm512_mask_storeu_ps(e.add(run + j * half + tx0), keep, row);
+                        }
+                    }
+                }
+                // B^T (d B), for all the block's tiles at once.
+                for j in 0..4 {
+                    for t in (0..nt).step_by(16) {
+                        let keep = inside(t as isize, nt);
+                        let mut p = [_mm512_setzero_ps(); 4];
+                        for (i, p) in p.iter_mut().enumerate() {
+                            let at = ((i % 2) * 4 + j) * half + (i / 2) * tw + t;
+                            *p = _mm512_maskz_loadu_ps(keep, e.add(at));
+                        }
+                        let points = [
+                            _mm512_sub_ps(p[0], p[2]),
+                            _mm512_add_ps(p[1], p[2]),
+                            _mm512_sub_ps(p[2], p[1]),
+                            _mm512_sub_ps(p[1], p[3]),
+                        ];
+                        for (i, point) in points.into_iter().enumerate() {
+                            let at = ((i * 4 + j) * c + ci) * tiles + t;
+                            _mm512_mask_storeu_ps(v.as_mut_ptr().add(at), keep, point);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 thread_local! {
     /// Each thread's transformed input and products of a block, kept between tasks and calls.
     /// (In bfloat16, also the transformed input's pairs.)
@@ -602,7 +731,7 @@ pub(super) fn conv2d(
                 grow(v, products * k * tiles);
                 let v = &mut v[..products * k * tiles];
                 match algorithm {
-                    Algorithm::Conv3x3 => transform_input(xi, [c, h, w], [top, left], block, v),
+                    Algorithm::Conv3x3 => input_transform(xi, [c, h, w], [top, left], block, v),
                     Algorithm::Conv4x4Stride2 => {
                         transform_input_s2d(xi, [c, h, w], [top, left], block, v)
                     }
@@ -790,6 +919,44 @@ mod tests {
         assert!(!applies(&g([1, 1, 8, 8], 64, [4, 4], [2, 2])));
         assert!(!applies(&g([1, 64, 8, 8], 3, [3, 3], [1, 1])));
         assert!(!applies(&g([1, 3, 8, 8], 64, [3, 3], [1, 1])));
+    }
+
+    /// The AVX-512 input transform writes exactly the portable one's values: tile rows of
+    /// over 16 tiles and of a few, blocks at the top, inside and at the bottom, uneven
+    /// padding, odd sizes.
+    #[test]
+    fn input_transforms_agree() {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            for ([c, h, w], [top, left], [ty0, ty1, tw]) in [
+                (
+                    [3usize, 9usize, 37usize],
+                    [1usize, 1usize],
+                    [0usize, 3usize, 19usize],
+                ),
+                ([2, 9, 37], [1, 1], [3, 5, 19]),
+                ([5, 6, 7], [0, 2], [1, 3, 4]),
+            ] {
+                let x = crate::testing::lcg(c * h * w, 11, 1.0);
+                let len = 16 * c * stride(ty1 - ty0, tw);
+                let run = |fast: bool| {
+                    let mut v = vec![f32::NAN; len];
+                    let (shape, origin, block) = ([c, h, w], [top, left], [ty0, ty1, tw]);
+                    if fast {
+                        // SAFETY: AVX-512F was detected; the sizes fit.
+                        unsafe { avx512::transform_input(&x, shape, origin, block, &mut v) };
+                    } else {
+                        transform_input(&x, shape, origin, block, &mut v);
+                    }
+                    v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+                };
+                assert_eq!(
+                    run(true),
+                    run(false),
+                    "{c} x {h} x {w}, tile rows {ty0}..{ty1}"
+                );
+            }
+        }
     }
 
     #[test]
