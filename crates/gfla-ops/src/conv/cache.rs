@@ -19,8 +19,9 @@ use burn::backend::flex::FlexTensor;
 use super::cpu::{ConvGeometry, TransposedGeometry};
 
 /// The default limit of [`set_kernel_cache_limit`]: 512 MiB. The generators' prepared kernels
-/// take 70 MiB (Market) and 80 MiB (DeepFashion), a frozen VGG19's for the perceptual losses
-/// 193 MiB at 256 x 176 (forward and input gradient).
+/// take 70 MiB (Market) and 82 MiB (DeepFashion), 106 and 124 MiB with their bfloat16 pairs
+/// ([`super::set_bf16_products`]), a frozen VGG19's for the perceptual losses 193 MiB at
+/// 256 x 176 (forward and input gradient).
 pub const DEFAULT_KERNEL_CACHE_LIMIT: usize = 512 << 20;
 
 /// What a kernel was prepared for: a geometry, whatever the batch. A prepared kernel computes
@@ -58,13 +59,14 @@ struct Entry {
     storage: usize,
     purpose: Purpose,
     kernel: Arc<dyn Any + Send + Sync>,
-    bytes: usize,
+    /// The kernel's bytes now: a kernel may grow after it is kept (its bfloat16 pairs are
+    /// made at its first product in bfloat16), so sizes are counted when needed, not once.
+    bytes: Box<dyn Fn() -> usize + Send>,
     last_use: u64,
 }
 
 struct Cache {
     entries: Vec<Entry>,
-    bytes: usize,
     clock: u64,
     limit: usize,
 }
@@ -84,10 +86,14 @@ impl Cache {
     const fn new(limit: usize) -> Self {
         Self {
             entries: Vec::new(),
-            bytes: 0,
             clock: 0,
             limit,
         }
+    }
+
+    /// Bytes of the kernels held now.
+    fn bytes(&self) -> usize {
+        self.entries.iter().map(|e| (e.bytes)()).sum()
     }
 
     /// The entry for `weight` and `purpose`, marked as used now.
@@ -113,10 +119,9 @@ impl Cache {
         self.entries.sort_by_key(|e| std::cmp::Reverse(e.last_use));
         let mut bytes = 0;
         self.entries.retain(|e| {
-            bytes += e.bytes;
+            bytes += (e.bytes)();
             bytes + room <= self.limit
         });
-        self.bytes = self.entries.iter().map(|e| e.bytes).sum();
     }
 }
 
@@ -130,14 +135,12 @@ pub fn set_kernel_cache_limit(bytes: usize) {
 
 /// Drops every prepared kernel, and with it the cache's references to the weights.
 pub fn clear_kernel_cache() {
-    let mut cache = cache();
-    cache.entries.clear();
-    cache.bytes = 0;
+    cache().entries.clear();
 }
 
-/// Bytes of the prepared kernels held now.
+/// Bytes of the prepared kernels held now, their bfloat16 pairs included.
 pub fn kernel_cache_bytes() -> usize {
-    cache().bytes
+    cache().bytes()
 }
 
 fn storage(weight: &FlexTensor) -> usize {
@@ -146,11 +149,12 @@ fn storage(weight: &FlexTensor) -> usize {
 
 /// The kernel of `weight` for `purpose`: from the cache, or made by `prepare(true)` and kept
 /// (not kept when it alone exceeds the limit); made by `prepare(false)` when the cache is off.
-/// The flag tells `prepare` whether the kernel is meant to serve many calls.
+/// The flag tells `prepare` whether the kernel is meant to serve many calls; `bytes` counts a
+/// kernel's bytes whenever the cache needs them (a kept kernel may grow).
 pub(crate) fn prepared<K: Any + Send + Sync>(
     weight: &FlexTensor,
     purpose: Purpose,
-    bytes: impl Fn(&K) -> usize,
+    bytes: fn(&K) -> usize,
     prepare: impl FnOnce(bool) -> K,
 ) -> Arc<K> {
     prepared_in(&CACHE, weight, purpose, bytes, prepare)
@@ -160,7 +164,7 @@ fn prepared_in<K: Any + Send + Sync>(
     cache: &Mutex<Cache>,
     weight: &FlexTensor,
     purpose: Purpose,
-    bytes: impl Fn(&K) -> usize,
+    bytes: fn(&K) -> usize,
     prepare: impl FnOnce(bool) -> K,
 ) -> Arc<K> {
     let storage = storage(weight);
@@ -185,15 +189,15 @@ fn prepared_in<K: Any + Send + Sync>(
     cache.make_room(size);
     if size <= cache.limit {
         let last_use = cache.clock;
+        let counted = Arc::clone(&kernel);
         cache.entries.push(Entry {
             weight: weight.clone(),
             storage,
             purpose,
             kernel: Arc::clone(&kernel) as Arc<dyn Any + Send + Sync>,
-            bytes: size,
+            bytes: Box::new(move || bytes(&counted)),
             last_use,
         });
-        cache.bytes += size;
     }
     kernel
 }
@@ -257,7 +261,7 @@ mod tests {
         let other = weight(12);
         get(&cache, &other, purpose(1), 10, &count);
         assert_eq!(count.get(), 4);
-        assert_eq!(lock(&cache).bytes, 4 * 40);
+        assert_eq!(lock(&cache).bytes(), 4 * 40);
     }
 
     #[test]
@@ -286,8 +290,27 @@ mod tests {
         get(&cache, &b, purpose(1), 10, &count);
         assert_eq!(count.get(), 6);
         let cache = lock(&cache);
-        assert_eq!(cache.bytes, 80);
+        assert_eq!(cache.bytes(), 80);
         assert!(cache.entries.iter().all(|e| !e.weight.is_unique()));
+    }
+
+    /// A kept kernel that grows (as one does when its bfloat16 pairs are made) is counted at
+    /// its new size, and makes room for others by it.
+    #[test]
+    fn a_kernel_that_grows_is_counted_at_its_size() {
+        use std::sync::OnceLock;
+        let cache = Mutex::new(Cache::new(100));
+        let bytes = |k: &OnceLock<Vec<u8>>| k.get().map_or(1, Vec::len);
+        let (a, b) = (weight(4), weight(4));
+        let grows = prepared_in(&cache, &a, purpose(1), bytes, |_| OnceLock::new());
+        assert_eq!(lock(&cache).bytes(), 1);
+        grows.get_or_init(|| vec![0; 70]);
+        assert_eq!(lock(&cache).bytes(), 70);
+        // 70 + 40 > 100: `a`'s kernel, used least recently, goes.
+        prepared_in(&cache, &b, purpose(1), bytes, |_| {
+            OnceLock::from(vec![0; 40])
+        });
+        assert_eq!(lock(&cache).bytes(), 40);
     }
 
     #[test]
@@ -297,7 +320,7 @@ mod tests {
         let w = weight(4);
         get(&cache, &w, purpose(1), 30, &count);
         get(&cache, &w, purpose(1), 30, &count);
-        assert_eq!((count.get(), lock(&cache).bytes), (2, 0));
+        assert_eq!((count.get(), lock(&cache).bytes()), (2, 0));
         lock(&cache).limit = 0;
         let kept = prepared_in(
             &cache,

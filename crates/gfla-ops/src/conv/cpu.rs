@@ -101,6 +101,11 @@ pub(super) struct Phase {
 }
 
 impl Phase {
+    /// Values held (floats and bfloat16 pairs, four bytes each).
+    fn len(&self) -> usize {
+        self.rhs.len() + self.pairs.get().map_or(0, Vec::len)
+    }
+
     /// Whether the phase has taps: a transposed phase may have none, and its output is the
     /// bias.
     fn tapped(&self) -> bool {
@@ -744,7 +749,7 @@ impl ConvKernel {
     /// Bytes held.
     pub(super) fn bytes(&self) -> usize {
         4 * match self {
-            Self::Gemm(phase) => phase.rhs.len(),
+            Self::Gemm(phase) => phase.len(),
             Self::Winograd(t) => t.len(),
         }
     }
@@ -1070,7 +1075,7 @@ impl TransposedKernel {
     /// Bytes held.
     pub(super) fn bytes(&self) -> usize {
         4 * match self {
-            Self::Phases { phases, .. } => phases.iter().map(|ph| ph.rhs.len()).sum(),
+            Self::Phases { phases, .. } => phases.iter().map(Phase::len).sum(),
             Self::Winograd(t) => t.len(),
         }
     }

@@ -113,9 +113,10 @@ pub(super) struct Transformed {
 }
 
 impl Transformed {
-    /// Floats held.
+    /// Values held (floats and bfloat16 pairs, four bytes each).
     pub(super) fn len(&self) -> usize {
-        self.u.len()
+        let pairs = |p: &OnceLock<Vec<u32>>| p.get().map_or(0, Vec::len);
+        self.u.len() + pairs(&self.pairs) + pairs(&self.pixel_pairs)
     }
 }
 

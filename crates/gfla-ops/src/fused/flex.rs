@@ -183,7 +183,7 @@ fn sampled_conv_forward(
             rows: row,
             out_channels: o,
         };
-        let bytes = |k: &SampledKernel| 4 * k.panels.len();
+        let bytes = |k: &SampledKernel| 4 * (k.panels.len() + k.pairs.get().map_or(0, Vec::len));
         cache::prepared(weight, purpose, bytes, |_| {
             SampledKernel::new(weight, o, &g)
         })
