@@ -412,6 +412,7 @@ pub(crate) unsafe fn winograd_output(
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use super::super::avx512::{every_fourth, fourth, inside, row_run};
     use super::{LANES, PANEL};
 
     /// Pixels per micro-tile of [`product_pixels`]: twelve sums in flight cover the
@@ -669,18 +670,6 @@ mod avx512 {
         }
     }
 
-    /// Lanes `l < 16` with `0 <= start + l < len`.
-    #[inline(always)]
-    fn inside(start: isize, len: usize) -> __mmask16 {
-        let lo = (-start).clamp(0, 16);
-        let hi = (len as isize - start).clamp(0, 16);
-        if hi <= lo {
-            0
-        } else {
-            ((((1u32 << hi) - 1) >> lo) << lo) as __mmask16
-        }
-    }
-
     /// # Safety
     /// AVX-512F, BW, VL and BF16, and the sizes [`super::winograd_input_pairs`] checks.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
@@ -797,28 +786,6 @@ mod avx512 {
         }
     }
 
-    /// 64 columns of a row from `start` (zero outside `0..w`), as four vectors.
-    #[inline(always)]
-    unsafe fn row_run(row: *const f32, start: isize, w: usize) -> [__m512; 4] {
-        // SAFETY: the caller's CPU has AVX-512F; only the lanes inside the row are read.
-        std::array::from_fn(|k| unsafe {
-            let at = start + 16 * k as isize;
-            _mm512_maskz_loadu_ps(inside(at, w), row.wrapping_offset(at))
-        })
-    }
-
-    /// Every fourth value of `run` ([`row_run`]) from the first lane of `pick` (`[o, o + 4, ..,
-    /// o + 28]` in its low eight lanes): each pair of vectors permuted, the two halves joined.
-    #[inline(always)]
-    fn every_fourth(run: &[__m512; 4], pick: __m512i) -> __m512 {
-        // SAFETY: register-only operations of AVX-512F, which the callers enable.
-        unsafe {
-            let low = _mm512_permutex2var_ps(run[0], pick, run[1]);
-            let high = _mm512_permutex2var_ps(run[2], pick, run[3]);
-            _mm512_shuffle_f32x4::<0b01_00_01_00>(low, high)
-        }
-    }
-
     /// # Safety
     /// AVX-512F, BW, VL and BF16, and the sizes [`super::winograd_input_s2d_pairs`] checks.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
@@ -841,27 +808,7 @@ mod avx512 {
             // column parities `b` from the same loads.
             let half = (tile_rows + 1) * tw;
             let plane = |q: usize, b: usize| (q * 2 + b) * 6 * half;
-            let pick: [__m512i; 4] = std::array::from_fn(|o| {
-                let o = o as i32;
-                _mm512_setr_epi32(
-                    o,
-                    o + 4,
-                    o + 8,
-                    o + 12,
-                    o + 16,
-                    o + 20,
-                    o + 24,
-                    o + 28,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                )
-            });
+            let pick: [__m512i; 4] = std::array::from_fn(|o| fourth(o as i32));
             let interleave = _mm512_set_epi16(
                 31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
                 20, 4, 19, 3, 18, 2, 17, 1, 16, 0,

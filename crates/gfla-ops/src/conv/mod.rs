@@ -20,6 +20,8 @@ use burn::tensor::{DType, Tensor};
 
 use crate::device::{Kernels, kernels};
 
+#[cfg(all(feature = "flex", target_arch = "x86_64"))]
+mod avx512;
 #[cfg(feature = "flex")]
 pub(crate) mod bf16;
 #[cfg(feature = "flex")]

@@ -101,20 +101,9 @@ struct Shape {
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use super::super::avx512::inside;
     use super::{DIRECT, PIXELS, Shape};
     use crate::simd::Disjoint;
-
-    /// Lanes `l < 16` with `0 <= start + l < len`.
-    #[inline(always)]
-    fn inside(start: isize, len: usize) -> __mmask16 {
-        let lo = (-start).clamp(0, 16);
-        let hi = (len as isize - start).clamp(0, 16);
-        if hi <= lo {
-            0
-        } else {
-            ((((1u32 << hi) - 1) >> lo) << lo) as __mmask16
-        }
-    }
 
     /// Output row `y` of all `O` channels of one item (`out`, `[O, oh, ow]`).
     ///

@@ -520,19 +520,8 @@ fn input_transform(
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use super::super::avx512::inside;
     use super::stride;
-
-    /// Lanes `l < 16` with `0 <= start + l < len`.
-    #[inline(always)]
-    fn inside(start: isize, len: usize) -> __mmask16 {
-        let lo = (-start).clamp(0, 16);
-        let hi = (len as isize - start).clamp(0, 16);
-        if hi <= lo {
-            0
-        } else {
-            ((((1u32 << hi) - 1) >> lo) << lo) as __mmask16
-        }
-    }
 
     /// [`super::transform_input`] with each row's `d B` computed in registers from unaligned
     /// loads of the input row, deinterleaved by permutes, as the bfloat16 transform does (see
