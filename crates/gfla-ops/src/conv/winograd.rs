@@ -516,11 +516,33 @@ fn input_transform(
     transform_input(x, shape, origin, block, v)
 }
 
+/// [`transform_input_s2d`], in AVX-512 where the CPU has it.
+fn input_transform_s2d(
+    x: &[f32],
+    shape: [usize; 3],
+    origin: [usize; 2],
+    block: [usize; 3],
+    v: &mut [f32],
+) {
+    let ([c, h, w], [ty0, ty1, tw]) = (shape, block);
+    assert_eq!(x.len(), c * h * w, "winograd: input size");
+    assert!(
+        v.len() >= 9 * 4 * c * stride(ty1 - ty0, tw),
+        "winograd: transformed input size"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was just detected; the sizes were checked above.
+        return unsafe { avx512::transform_input_s2d(x, shape, origin, block, v) };
+    }
+    transform_input_s2d(x, shape, origin, block, v)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::super::avx512::inside;
+    use super::super::avx512::{every_fourth, fourth, inside, row_run};
     use super::stride;
 
     /// [`super::transform_input`] with each row's `d B` computed in registers from unaligned
@@ -604,6 +626,86 @@ mod avx512 {
                         for (i, point) in points.into_iter().enumerate() {
                             let at = ((i * 4 + j) * c + ci) * tiles + t;
                             _mm512_mask_storeu_ps(v.as_mut_ptr().add(at), keep, point);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`super::transform_input_s2d`] with each space-to-depth row's `d B` from unaligned loads
+    /// of the input row, every fourth column permuted out of them (as the bfloat16 transform
+    /// does, see `bf16::winograd_input_s2d_pairs`), both column parities `b` from the same
+    /// loads: the portable version copies each row padded and splits it four ways first.
+    ///
+    /// # Safety
+    /// AVX-512F; `x` is `[C, H, W]` and `v` holds `[9][4 C][stride]` for the block.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transform_input_s2d(
+        x: &[f32],
+        [c, h, w]: [usize; 3],
+        [top, left]: [usize; 2],
+        [ty0, ty1, tw]: [usize; 3],
+        v: &mut [f32],
+    ) {
+        let tile_rows = ty1 - ty0;
+        let (k, tiles, nt) = (4 * c, stride(tile_rows, tw), tile_rows * tw);
+        // `d B` of one input channel and row parity `a`, `[b][parity][j][row / 2][tw]` (j < 3).
+        let half = (tile_rows + 1) * tw;
+        let mut e = vec![0.0f32; 12 * half];
+        // SAFETY: input loads are masked to their row's `w` columns, the runs of `e` to `tw`
+        // tiles and `nt`, the stores to `v` to the block's `nt` tiles of its rows.
+        unsafe {
+            let pick: [__m512i; 4] = std::array::from_fn(|o| fourth(o as i32));
+            let e = e.as_mut_ptr();
+            for ci in 0..c {
+                for a in 0..2 {
+                    for r in 0..2 * tile_rows + 1 {
+                        let y = (2 * (2 * ty0 + r) + a) as isize - top as isize;
+                        let row = (y >= 0 && y < h as isize)
+                            .then(|| x.as_ptr().add((ci * h + y as usize) * w));
+                        for tx0 in (0..tw).step_by(16) {
+                            let keep = inside(tx0 as isize, tw);
+                            // Tile tx's patch columns: input columns 4 tx + b - left, + 2, + 4.
+                            let base = (4 * tx0) as isize - left as isize;
+                            let runs =
+                                row.map(|row| (row_run(row, base, w), row_run(row, base + 4, w)));
+                            for b in 0..2 {
+                                let mut d = [_mm512_setzero_ps(); 3];
+                                if let Some((run, next)) = &runs {
+                                    d = [
+                                        every_fourth(run, pick[b]),
+                                        every_fourth(run, pick[2 + b]),
+                                        every_fourth(next, pick[b]),
+                                    ];
+                                }
+                                let rows =
+                                    [_mm512_sub_ps(d[0], d[1]), d[1], _mm512_sub_ps(d[2], d[1])];
+                                for (j, row) in rows.into_iter().enumerate() {
+                                    let at = ((b * 2 + r % 2) * 3 + j) * half + (r / 2) * tw + tx0;
+                                    _mm512_mask_storeu_ps(e.add(at), keep, row);
+                                }
+                            }
+                        }
+                    }
+                    // B^T (d B) = (r0 - r1, r1, r2 - r1), for all the block's tiles at once.
+                    for b in 0..2 {
+                        let vc = (a * 2 + b) * c + ci;
+                        for j in 0..3 {
+                            for t in (0..nt).step_by(16) {
+                                let keep = inside(t as isize, nt);
+                                let mut p = [_mm512_setzero_ps(); 3];
+                                for (i, p) in p.iter_mut().enumerate() {
+                                    let at = ((b * 2 + i % 2) * 3 + j) * half + (i / 2) * tw + t;
+                                    *p = _mm512_maskz_loadu_ps(keep, e.add(at));
+                                }
+                                let points =
+                                    [_mm512_sub_ps(p[0], p[1]), p[1], _mm512_sub_ps(p[2], p[1])];
+                                for (i, point) in points.into_iter().enumerate() {
+                                    let at = ((i * 3 + j) * k + vc) * tiles + t;
+                                    _mm512_mask_storeu_ps(v.as_mut_ptr().add(at), keep, point);
+                                }
+                            }
                         }
                     }
                 }
@@ -723,7 +825,7 @@ pub(super) fn conv2d(
                 match algorithm {
                     Algorithm::Conv3x3 => input_transform(xi, [c, h, w], [top, left], block, v),
                     Algorithm::Conv4x4Stride2 => {
-                        transform_input_s2d(xi, [c, h, w], [top, left], block, v)
+                        input_transform_s2d(xi, [c, h, w], [top, left], block, v)
                     }
                 }
                 for (p, (m, v)) in m
@@ -937,6 +1039,43 @@ mod tests {
                         unsafe { avx512::transform_input(&x, shape, origin, block, &mut v) };
                     } else {
                         transform_input(&x, shape, origin, block, &mut v);
+                    }
+                    v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+                };
+                assert_eq!(
+                    run(true),
+                    run(false),
+                    "{c} x {h} x {w}, tile rows {ty0}..{ty1}"
+                );
+            }
+        }
+    }
+
+    /// The same for the space-to-depth transform of 4x4 stride-2 layers, odd channel counts
+    /// included.
+    #[test]
+    fn space_to_depth_input_transforms_agree() {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            for ([c, h, w], [top, left], [ty0, ty1, tw]) in [
+                (
+                    [3usize, 18usize, 75usize],
+                    [1usize, 1usize],
+                    [0usize, 3usize, 19usize],
+                ),
+                ([2, 18, 75], [1, 1], [2, 5, 19]),
+                ([5, 9, 11], [0, 2], [1, 3, 3]),
+            ] {
+                let x = crate::testing::lcg(c * h * w, 12, 1.0);
+                let len = 9 * 4 * c * stride(ty1 - ty0, tw);
+                let run = |fast: bool| {
+                    let mut v = vec![f32::NAN; len];
+                    let (shape, origin, block) = ([c, h, w], [top, left], [ty0, ty1, tw]);
+                    if fast {
+                        // SAFETY: AVX-512F was detected; the sizes fit.
+                        unsafe { avx512::transform_input_s2d(&x, shape, origin, block, &mut v) };
+                    } else {
+                        transform_input_s2d(&x, shape, origin, block, &mut v);
                     }
                     v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
                 };
