@@ -132,19 +132,12 @@ pub(crate) fn product_tiles(
     w: &[u32],
     pairs: &mut Vec<u32>,
 ) {
+    // The rest is checked by `product_tile_pairs`.
     let k2 = k.div_ceil(2);
     assert!(
-        stride.is_multiple_of(LANES),
-        "bf16::product_tiles: stride {stride}"
-    );
-    assert!(
-        x.len() >= k * stride && dst.len() >= o * stride,
-        "bf16::product_tiles: sizes"
-    );
-    assert_eq!(
-        w.len(),
-        k2 * o.next_multiple_of(PANEL),
-        "bf16::product_tiles: kernel size"
+        stride.is_multiple_of(LANES) && x.len() >= k * stride,
+        "bf16::product_tiles: {k} rows of {stride} in {} values",
+        x.len()
     );
     assert!(
         bf16_supported(),
@@ -194,52 +187,69 @@ pub(crate) fn product_tile_pairs(
     }
 }
 
-/// Winograd F(2x2, 3x3)'s input transform `B^T d B` over tiles, as [`super::winograd`]'s
-/// float32 one, written as bfloat16 pairs of channels: the 4 x 4 patches of the tiles of tile
-/// rows `ty0..ty1` (`tw` a row) of one item `x` (`[C, H, W]`, zero outside, the patch of tile
-/// `(ty, tx)` at input pixel `(2 ty - top, 2 tx - left)`) into `v` (`[16][C / 2][stride]`,
-/// point `i * 4 + j` for `B^T` row `i` and `B` column `j`), which [`product_tile_pairs`]
-/// multiplies. `scratch` holds two channels' `d B`.
+/// A Winograd input transform over tiles, as [`super::winograd`]'s float32 ones, written as
+/// bfloat16 pairs of channels into `v`, which [`product_tile_pairs`] multiplies. `scratch`
+/// holds two channels' `d B`.
 ///
-/// Each row's `d B` is computed in registers from two unaligned loads of the input row
-/// (deinterleaved by permutes), not from a padded copy split into even and odd columns: those
-/// copies, read back at an offset of one value right after they were written, stalled on
-/// store forwarding, and were most of the float32 transform's time.
+/// * F(2x2, 3x3) (`space_to_depth` false): the 4 x 4 patches of the tiles of tile rows
+///   `ty0..ty1` (`tw` a row) of one item `x` (`[C, H, W]`, zero outside, the patch of tile
+///   `(ty, tx)` at input pixel `(2 ty - top, 2 tx - left)`); `v` is `[16][C / 2][stride]`,
+///   point `i * 4 + j` for `B^T` row `i` and `B` column `j`.
+/// * F(2x2, 2x2) over the space-to-depth pixels of a 4 x 4 stride-2 layer (`space_to_depth`):
+///   space-to-depth channel `(a * 2 + b) * C + ci` of pixel `(r, s)` is input pixel
+///   `(2 r + a - top, 2 s + b - left)`, zero outside, and tile `(ty, tx)` covers pixels
+///   `2 ty.., 2 tx..` of that image; `v` is `[9][2 C][stride]`. `C` must be even, so that a
+///   pair is two input channels of one `(a, b)`.
+///
+/// Each input row's `d B` is computed in registers from unaligned loads of the row, its
+/// columns picked by permutes (every second one, or every fourth for space-to-depth, whose
+/// loads serve both column parities `b`), not from a padded copy split by column parity: those
+/// copies, read back at an offset of one value right after they were written, stalled on store
+/// forwarding, and were most of the float32 transforms' time.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn winograd_input_pairs(
     v: &mut [u32],
     x: &[f32],
-    [c, h, w]: [usize; 3],
-    [top, left]: [usize; 2],
-    [ty0, ty1, tw]: [usize; 3],
+    shape: [usize; 3],
+    origin: [usize; 2],
+    block: [usize; 3],
     stride: usize,
     scratch: &mut Vec<f32>,
+    space_to_depth: bool,
 ) {
-    let (tile_rows, k2) = (ty1 - ty0, c.div_ceil(2));
+    let ([c, h, w], [ty0, ty1, tw]) = (shape, block);
+    let tile_rows = ty1 - ty0;
+    // Points of the transformed tile, channel pairs, and `d B` runs of a channel pair.
+    let (points, k2, runs) = if space_to_depth {
+        (9, 2 * c, 24)
+    } else {
+        (16, c.div_ceil(2), 16)
+    };
     assert!(
-        stride >= tile_rows * tw && v.len() >= 16 * k2 * stride,
+        stride >= tile_rows * tw && v.len() >= points * k2 * stride,
         "bf16::winograd_input_pairs: output size"
     );
     assert_eq!(x.len(), c * h * w, "bf16::winograd_input_pairs: input size");
+    assert!(
+        !space_to_depth || c.is_multiple_of(2),
+        "bf16::winograd_input_pairs: space-to-depth pairs of an odd channel count ({c})"
+    );
     assert!(
         bf16_supported(),
         "bf16::winograd_input_pairs: the CPU lacks AVX-512 BF16"
     );
     let half = (tile_rows + 1) * tw;
-    if scratch.len() < 16 * half {
-        scratch.resize(16 * half, 0.0);
+    if scratch.len() < runs * half {
+        scratch.resize(runs * half, 0.0);
     }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the features were checked above, and the sizes.
     unsafe {
-        avx512::winograd_input_pairs(
-            v,
-            x,
-            [c, h, w],
-            [top, left],
-            [ty0, ty1, tw],
-            stride,
-            scratch,
-        )
+        if space_to_depth {
+            avx512::winograd_input_s2d_pairs(v, x, shape, origin, block, stride, scratch)
+        } else {
+            avx512::winograd_input_pairs(v, x, shape, origin, block, stride, scratch)
+        }
     };
 }
 
@@ -279,60 +289,6 @@ pub(crate) fn product_pixels(
     // SAFETY: the features were checked above, and the sizes.
     unsafe {
         avx512::product_pixels(dst, [m, n, k2], image, at, segments, first_panel)
-    };
-}
-
-/// Winograd F(2x2, 2x2)'s input transform over the space-to-depth pixels of a 4 x 4 stride-2
-/// layer, as [`super::winograd`]'s float32 `transform_input_s2d`, written as bfloat16 pairs of
-/// its `4 C` channels: `v` is `[9][2 C][stride]`. Space-to-depth channel `(a * 2 + b) * C +
-/// ci` of pixel `(r, s)` is input pixel `(2 r + a - top, 2 s + b - left)`, zero outside; tile
-/// `(ty, tx)` covers pixels `2 ty.., 2 tx..` of that image. `C` is even, so that a pair is two
-/// input channels of one `(a, b)`. `scratch` as in [`winograd_input_pairs`], whose approach this
-/// shares: a tile's three patch columns are every fourth input column, permuted out of
-/// unaligned loads of the row, which serve both column parities `b`.
-pub(crate) fn winograd_input_s2d_pairs(
-    v: &mut [u32],
-    x: &[f32],
-    [c, h, w]: [usize; 3],
-    [top, left]: [usize; 2],
-    [ty0, ty1, tw]: [usize; 3],
-    stride: usize,
-    scratch: &mut Vec<f32>,
-) {
-    let tile_rows = ty1 - ty0;
-    assert!(
-        stride >= tile_rows * tw && v.len() >= 9 * 2 * c * stride,
-        "bf16::winograd_input_s2d_pairs: output size"
-    );
-    assert_eq!(
-        x.len(),
-        c * h * w,
-        "bf16::winograd_input_s2d_pairs: input size"
-    );
-    assert!(
-        c.is_multiple_of(2),
-        "bf16::winograd_input_s2d_pairs: an odd channel count ({c})"
-    );
-    assert!(
-        bf16_supported(),
-        "bf16::winograd_input_s2d_pairs: the CPU lacks AVX-512 BF16"
-    );
-    let half = (tile_rows + 1) * tw;
-    if scratch.len() < 24 * half {
-        scratch.resize(24 * half, 0.0);
-    }
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the features were checked above, and the sizes.
-    unsafe {
-        avx512::winograd_input_s2d_pairs(
-            v,
-            x,
-            [c, h, w],
-            [top, left],
-            [ty0, ty1, tw],
-            stride,
-            scratch,
-        )
     };
 }
 
@@ -787,7 +743,7 @@ mod avx512 {
     }
 
     /// # Safety
-    /// AVX-512F, BW, VL and BF16, and the sizes [`super::winograd_input_s2d_pairs`] checks.
+    /// AVX-512F, BW, VL and BF16, and the sizes [`super::winograd_input_pairs`] checks.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) unsafe fn winograd_input_s2d_pairs(
         v: &mut [u32],

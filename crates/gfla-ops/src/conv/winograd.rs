@@ -494,8 +494,10 @@ multiversion! {
     }
 }
 
-/// [`transform_input`], in AVX-512 where the CPU has it.
+/// The input transform of `algorithm` ([`transform_input`], [`transform_input_s2d`]), in
+/// AVX-512 where the CPU has it.
 fn input_transform(
+    algorithm: Algorithm,
     x: &[f32],
     shape: [usize; 3],
     origin: [usize; 2],
@@ -503,39 +505,29 @@ fn input_transform(
     v: &mut [f32],
 ) {
     let ([c, h, w], [ty0, ty1, tw]) = (shape, block);
+    let points = algorithm.points();
     assert_eq!(x.len(), c * h * w, "winograd: input size");
     assert!(
-        v.len() >= 16 * c * stride(ty1 - ty0, tw),
+        v.len() >= points * points * algorithm.channels(c) * stride(ty1 - ty0, tw),
         "winograd: transformed input size"
     );
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
         // SAFETY: AVX-512F was just detected; the sizes were checked above.
-        return unsafe { avx512::transform_input(x, shape, origin, block, v) };
+        unsafe {
+            match algorithm {
+                Algorithm::Conv3x3 => avx512::transform_input(x, shape, origin, block, v),
+                Algorithm::Conv4x4Stride2 => {
+                    avx512::transform_input_s2d(x, shape, origin, block, v)
+                }
+            }
+        }
+        return;
     }
-    transform_input(x, shape, origin, block, v)
-}
-
-/// [`transform_input_s2d`], in AVX-512 where the CPU has it.
-fn input_transform_s2d(
-    x: &[f32],
-    shape: [usize; 3],
-    origin: [usize; 2],
-    block: [usize; 3],
-    v: &mut [f32],
-) {
-    let ([c, h, w], [ty0, ty1, tw]) = (shape, block);
-    assert_eq!(x.len(), c * h * w, "winograd: input size");
-    assert!(
-        v.len() >= 9 * 4 * c * stride(ty1 - ty0, tw),
-        "winograd: transformed input size"
-    );
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F was just detected; the sizes were checked above.
-        return unsafe { avx512::transform_input_s2d(x, shape, origin, block, v) };
+    match algorithm {
+        Algorithm::Conv3x3 => transform_input(x, shape, origin, block, v),
+        Algorithm::Conv4x4Stride2 => transform_input_s2d(x, shape, origin, block, v),
     }
-    transform_input_s2d(x, shape, origin, block, v)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -635,7 +627,7 @@ mod avx512 {
 
     /// [`super::transform_input_s2d`] with each space-to-depth row's `d B` from unaligned loads
     /// of the input row, every fourth column permuted out of them (as the bfloat16 transform
-    /// does, see `bf16::winograd_input_s2d_pairs`), both column parities `b` from the same
+    /// does, see `bf16::winograd_input_pairs`), both column parities `b` from the same
     /// loads: the portable version copies each row padded and splits it four ways first.
     ///
     /// # Safety
@@ -800,15 +792,9 @@ pub(super) fn conv2d(
                     if scratch.len() < products * k2 * tiles {
                         scratch.resize(products * k2 * tiles, 0);
                     }
+                    let s2d = algorithm == Algorithm::Conv4x4Stride2;
                     let (shape, origin) = ([c, h, w], [top, left]);
-                    match algorithm {
-                        Algorithm::Conv3x3 => {
-                            bf16::winograd_input_pairs(scratch, xi, shape, origin, block, tiles, v)
-                        }
-                        Algorithm::Conv4x4Stride2 => bf16::winograd_input_s2d_pairs(
-                            scratch, xi, shape, origin, block, tiles, v,
-                        ),
-                    }
+                    bf16::winograd_input_pairs(scratch, xi, shape, origin, block, tiles, v, s2d);
                     for (p, (m, x)) in m
                         .chunks_exact_mut(o * tiles)
                         .zip(scratch.chunks_exact(k2 * tiles))
@@ -822,12 +808,7 @@ pub(super) fn conv2d(
                 }
                 grow(v, products * k * tiles);
                 let v = &mut v[..products * k * tiles];
-                match algorithm {
-                    Algorithm::Conv3x3 => input_transform(xi, [c, h, w], [top, left], block, v),
-                    Algorithm::Conv4x4Stride2 => {
-                        input_transform_s2d(xi, [c, h, w], [top, left], block, v)
-                    }
-                }
+                input_transform(algorithm, xi, [c, h, w], [top, left], block, v);
                 for (p, (m, v)) in m
                     .chunks_exact_mut(o * tiles)
                     .zip(v.chunks_exact(k * tiles))
@@ -1013,14 +994,14 @@ mod tests {
         assert!(!applies(&g([1, 3, 8, 8], 64, [3, 3], [1, 1])));
     }
 
-    /// The AVX-512 input transform writes exactly the portable one's values: tile rows of
-    /// over 16 tiles and of a few, blocks at the top, inside and at the bottom, uneven
-    /// padding, odd sizes.
+    /// The AVX-512 input transforms write exactly the portable ones' values: tile rows of over
+    /// 16 tiles and of a few, blocks at the top, inside and at the bottom, uneven padding, odd
+    /// sizes and channel counts.
     #[test]
     fn input_transforms_agree() {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx512f") {
-            for ([c, h, w], [top, left], [ty0, ty1, tw]) in [
+            let cases = [
                 (
                     [3usize, 9usize, 37usize],
                     [1usize, 1usize],
@@ -1028,61 +1009,40 @@ mod tests {
                 ),
                 ([2, 9, 37], [1, 1], [3, 5, 19]),
                 ([5, 6, 7], [0, 2], [1, 3, 4]),
-            ] {
-                let x = crate::testing::lcg(c * h * w, 11, 1.0);
-                let len = 16 * c * stride(ty1 - ty0, tw);
-                let run = |fast: bool| {
-                    let mut v = vec![f32::NAN; len];
-                    let (shape, origin, block) = ([c, h, w], [top, left], [ty0, ty1, tw]);
-                    if fast {
-                        // SAFETY: AVX-512F was detected; the sizes fit.
-                        unsafe { avx512::transform_input(&x, shape, origin, block, &mut v) };
-                    } else {
-                        transform_input(&x, shape, origin, block, &mut v);
-                    }
-                    v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
-                };
-                assert_eq!(
-                    run(true),
-                    run(false),
-                    "{c} x {h} x {w}, tile rows {ty0}..{ty1}"
-                );
-            }
-        }
-    }
-
-    /// The same for the space-to-depth transform of 4x4 stride-2 layers, odd channel counts
-    /// included.
-    #[test]
-    fn space_to_depth_input_transforms_agree() {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            for ([c, h, w], [top, left], [ty0, ty1, tw]) in [
-                (
-                    [3usize, 18usize, 75usize],
-                    [1usize, 1usize],
-                    [0usize, 3usize, 19usize],
-                ),
+                ([3, 18, 75], [1, 1], [0, 3, 19]),
                 ([2, 18, 75], [1, 1], [2, 5, 19]),
                 ([5, 9, 11], [0, 2], [1, 3, 3]),
-            ] {
-                let x = crate::testing::lcg(c * h * w, 12, 1.0);
-                let len = 9 * 4 * c * stride(ty1 - ty0, tw);
+            ];
+            for (i, (shape, origin, block)) in cases.into_iter().enumerate() {
+                // The first three as 3x3 layers, the rest as 4x4 stride-2 ones.
+                let algorithm = [Algorithm::Conv3x3, Algorithm::Conv4x4Stride2][i / 3];
+                let ([c, h, w], [ty0, ty1, tw]) = (shape, block);
+                let x = crate::testing::lcg(c * h * w, 11, 1.0);
+                let points = algorithm.points();
+                let len = points * points * algorithm.channels(c) * stride(ty1 - ty0, tw);
                 let run = |fast: bool| {
                     let mut v = vec![f32::NAN; len];
-                    let (shape, origin, block) = ([c, h, w], [top, left], [ty0, ty1, tw]);
-                    if fast {
-                        // SAFETY: AVX-512F was detected; the sizes fit.
-                        unsafe { avx512::transform_input_s2d(&x, shape, origin, block, &mut v) };
-                    } else {
-                        transform_input_s2d(&x, shape, origin, block, &mut v);
+                    match (fast, algorithm) {
+                        // SAFETY (both): AVX-512F was detected; the sizes fit.
+                        (true, Algorithm::Conv3x3) => unsafe {
+                            avx512::transform_input(&x, shape, origin, block, &mut v)
+                        },
+                        (true, Algorithm::Conv4x4Stride2) => unsafe {
+                            avx512::transform_input_s2d(&x, shape, origin, block, &mut v)
+                        },
+                        (false, Algorithm::Conv3x3) => {
+                            transform_input(&x, shape, origin, block, &mut v)
+                        }
+                        (false, Algorithm::Conv4x4Stride2) => {
+                            transform_input_s2d(&x, shape, origin, block, &mut v)
+                        }
                     }
                     v.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
                 };
                 assert_eq!(
                     run(true),
                     run(false),
-                    "{c} x {h} x {w}, tile rows {ty0}..{ty1}"
+                    "{algorithm:?} {shape:?}, block {block:?}"
                 );
             }
         }
