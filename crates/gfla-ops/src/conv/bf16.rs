@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 
 use super::panel::{LANES, PANEL};
+use crate::simd::Aligned;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -72,16 +73,16 @@ pub(crate) fn from_bf16(b: u16) -> f32 {
 
 /// Rows of pairs of [`super::panel::pack`]'s panels: `[..][k][width]` becomes `[..][k / 2][width]`
 /// (rounded up), each lane the pair of rows `2j` and `2j + 1`.
-pub(crate) fn pack_pairs(packed: &[f32], k: usize, width: usize) -> Vec<u32> {
+pub(crate) fn pack_pairs(packed: &[f32], k: usize, width: usize) -> Aligned<u32> {
     let k2 = k.div_ceil(2);
     if k == 0 {
-        return Vec::new();
+        return Aligned::new();
     }
     assert!(
         packed.len().is_multiple_of(k * width),
         "bf16::pack_pairs: size"
     );
-    let mut out = vec![0u32; packed.len() / (k * width) * k2 * width];
+    let mut out = Aligned::zeroed(packed.len() / (k * width) * k2 * width);
     out.par_chunks_mut(k2 * width)
         .zip(packed.par_chunks(k * width))
         .for_each(|(dst, src)| {
@@ -130,7 +131,7 @@ pub(crate) fn product_tiles(
     x: &[f32],
     [stride, k, o]: [usize; 3],
     w: &[u32],
-    pairs: &mut Vec<u32>,
+    pairs: &mut Aligned<u32>,
 ) {
     // The rest is checked by `product_tile_pairs`.
     let k2 = k.div_ceil(2);
@@ -143,9 +144,7 @@ pub(crate) fn product_tiles(
         bf16_supported(),
         "bf16::product_tiles: the CPU lacks AVX-512 BF16"
     );
-    if pairs.len() < k2 * stride {
-        pairs.resize(k2 * stride, 0);
-    }
+    pairs.grow(k2 * stride);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the features were checked above, and the sizes.
     unsafe {
@@ -214,7 +213,7 @@ pub(crate) fn winograd_input_pairs(
     origin: [usize; 2],
     block: [usize; 3],
     stride: usize,
-    scratch: &mut Vec<f32>,
+    scratch: &mut Aligned<f32>,
     space_to_depth: bool,
 ) {
     let ([c, h, w], [ty0, ty1, tw]) = (shape, block);
@@ -239,9 +238,7 @@ pub(crate) fn winograd_input_pairs(
         "bf16::winograd_input_pairs: the CPU lacks AVX-512 BF16"
     );
     let half = (tile_rows + 1) * tw;
-    if scratch.len() < runs * half {
-        scratch.resize(runs * half, 0.0);
-    }
+    scratch.grow(runs * half);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the features were checked above, and the sizes.
     unsafe {
@@ -1043,8 +1040,10 @@ mod tests {
         let packed = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let p = pack_pairs(&packed, 3, 2);
         let pair = |lo: f32, hi: f32| to_bf16(lo) as u32 | (to_bf16(hi) as u32) << 16;
+        // A vector's start: on a 64-byte boundary.
+        assert_eq!(p.as_ptr() as usize % 64, 0);
         assert_eq!(
-            p,
+            p.to_vec(),
             vec![
                 pair(1.0, 3.0),
                 pair(2.0, 4.0),
@@ -1065,7 +1064,7 @@ mod tests {
         let w = lcg(k * o, 2);
         let packed = pack_pairs(&super::super::panel::pack(&w, 1, k, o, PANEL), k, PANEL);
         let mut dst = vec![f32::NAN; o * stride];
-        product_tiles(&mut dst, &x, [stride, k, o], &packed, &mut Vec::new());
+        product_tiles(&mut dst, &x, [stride, k, o], &packed, &mut Aligned::new());
         for c in 0..o {
             for t in 0..stride {
                 let want: f64 = (0..k)
@@ -1089,7 +1088,7 @@ mod tests {
         let rows = m.div_ceil(cols) + 1;
         let image = lcg(rows * width * channels, 3);
         let kernels: Vec<Vec<f32>> = (0..2).map(|s| lcg(k * oc, 4 + s)).collect();
-        let packed: Vec<Vec<u32>> = kernels
+        let packed: Vec<Aligned<u32>> = kernels
             .iter()
             .map(|w| pack_pairs(&super::super::panel::pack(w, 1, k, oc, LANES), k, LANES))
             .collect();
@@ -1097,7 +1096,7 @@ mod tests {
         let segments: Vec<(usize, &[u32])> = starts
             .iter()
             .zip(&packed)
-            .map(|(&s, p)| (s, p.as_slice()))
+            .map(|(&s, p)| (s, &p[..]))
             .collect();
         let image16 = convert(&image, 1);
         let mut dst = vec![f32::NAN; m * n];

@@ -86,10 +86,10 @@ pub(super) struct Padded {
 pub(super) struct Phase {
     /// The kernel as `kh` row blocks of `[kw * C, out_channels]`, each packed in panels of
     /// [`LANES`] output channels (`[kh][O / LANES][kw * C][LANES]`, see [`packed`]).
-    rhs: Vec<f32>,
+    rhs: crate::simd::Aligned<f32>,
     /// `rhs` in bfloat16 pairs (`[kh][O / LANES][kw * C / 2][LANES]`), made at the first
     /// product in bfloat16.
-    pairs: std::sync::OnceLock<Vec<u32>>,
+    pairs: std::sync::OnceLock<crate::simd::Aligned<u32>>,
     kernel: [usize; 2],
     /// Pixel of `P` under output (0, 0)'s top-left tap.
     origin: [usize; 2],
@@ -103,7 +103,7 @@ pub(super) struct Phase {
 impl Phase {
     /// Values held (floats and bfloat16 pairs, four bytes each).
     fn len(&self) -> usize {
-        self.rhs.len() + self.pairs.get().map_or(0, Vec::len)
+        self.rhs.len() + self.pairs.get().map_or(0, |p| p.len())
     }
 
     /// Whether the phase has taps: a transposed phase may have none, and its output is the
@@ -767,7 +767,7 @@ pub(super) fn prepare_conv(weight: &[f32], g: &ConvGeometry, reused: bool) -> Co
     }
     let s2d = SpaceToDepth::new(g);
     let k = s2d.kernel[1] * s2d.channels;
-    let mut rhs = vec![0.0f32; s2d.taps_len() * oc.next_multiple_of(LANES)];
+    let mut rhs = crate::simd::Aligned::zeroed(s2d.taps_len() * oc.next_multiple_of(LANES));
     let rows = s2d.rows();
     // In parallel blocks of output channels, a tile of taps at a time: each weight cache line
     // is read whole, and each kernel-matrix row is written in contiguous pieces. (Reading one
@@ -1145,7 +1145,7 @@ pub(super) fn prepare_transposed(
             }
             let (ta, tb) = (ra.taps, cb.taps);
             let k = tb * c;
-            let mut rhs = vec![0.0f32; ta * k * oc.next_multiple_of(LANES)];
+            let mut rhs = crate::simd::Aligned::zeroed(ta * k * oc.next_multiple_of(LANES));
             let dst = Disjoint(rhs.as_mut_ptr());
             // In parallel over input channels: channel `ci`'s `O * kh * kw` weights are one
             // contiguous block, read for every tap while in cache.

@@ -28,11 +28,17 @@ pub(crate) fn packed_len(count: usize, k: usize, o: usize, width: usize) -> usiz
 
 /// Packs `count` row-major `[k, o]` matrices into `[count][o / width][k][width]`, the last
 /// panel of each zero-padded: a micro-tile then reads its panel front to back.
-pub(crate) fn pack(matrices: &[f32], count: usize, k: usize, o: usize, width: usize) -> Vec<f32> {
+pub(crate) fn pack(
+    matrices: &[f32],
+    count: usize,
+    k: usize,
+    o: usize,
+    width: usize,
+) -> crate::simd::Aligned<f32> {
     use rayon::prelude::*;
     assert_eq!(matrices.len(), count * k * o, "panel::pack: matrix size");
     let panels = o.div_ceil(width);
-    let mut out = vec![0.0f32; packed_len(count, k, o, width)];
+    let mut out = crate::simd::Aligned::zeroed(packed_len(count, k, o, width));
     out.par_chunks_mut(k * width)
         .enumerate()
         .for_each(|(i, panel)| {
@@ -232,7 +238,8 @@ mod tests {
                     .collect()
             })
             .collect();
-        let packed: Vec<Vec<f32>> = kernels.iter().map(|w| pack(w, 1, k, oc, LANES)).collect();
+        let packed: Vec<crate::simd::Aligned<f32>> =
+            kernels.iter().map(|w| pack(w, 1, k, oc, LANES)).collect();
         let starts = [1, 2 * channels + 1];
         let segments: Vec<Segment> = (0..2)
             .map(|s| Segment {

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use super::bf16;
 use super::cpu::{ConvGeometry, TransposedGeometry};
 use super::panel;
-use crate::simd::Disjoint;
+use crate::simd::{Aligned, Disjoint};
 
 /// Floats of a block's transformed input and products (`16 * (C + O) * tiles`): 512 KiB, half
 /// a core's L2 here, so that both stay there between the three steps. (Sized by the input
@@ -105,17 +105,17 @@ const REUSED_4X4: usize = 32;
 /// [`panel::product_tiles`].
 pub(super) struct Transformed {
     algorithm: Algorithm,
-    u: Vec<f32>,
+    u: Aligned<f32>,
     /// `u` in bfloat16 pairs ([`bf16::pack_pairs`]), made at the first product in bfloat16.
-    pairs: OnceLock<Vec<u32>>,
+    pairs: OnceLock<Aligned<u32>>,
     /// The same from panels [`panel::LANES`] wide, for [`conv2d_channels_last`].
-    pixel_pairs: OnceLock<Vec<u32>>,
+    pixel_pairs: OnceLock<Aligned<u32>>,
 }
 
 impl Transformed {
     /// Values held (floats and bfloat16 pairs, four bytes each).
     pub(super) fn len(&self) -> usize {
-        let pairs = |p: &OnceLock<Vec<u32>>| p.get().map_or(0, Vec::len);
+        let pairs = |p: &OnceLock<Aligned<u32>>| p.get().map_or(0, |p| p.len());
         self.u.len() + pairs(&self.pairs) + pairs(&self.pixel_pairs)
     }
 }
@@ -709,8 +709,8 @@ mod avx512 {
 thread_local! {
     /// Each thread's transformed input and products of a block, kept between tasks and calls.
     /// (In bfloat16, also the transformed input's pairs.)
-    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<u32>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+    static SCRATCH: std::cell::RefCell<(Aligned<f32>, Aligned<f32>, Aligned<u32>)> =
+        const { std::cell::RefCell::new((Aligned::new(), Aligned::new(), Aligned::new())) };
 }
 
 /// The row length of a block's transformed input and products (`[.][tiles]`): its tiles,
@@ -782,16 +782,14 @@ pub(super) fn conv2d(
             SCRATCH.with_borrow_mut(|(v, m, scratch)| {
                 let block = [ty0, ty1, tw];
                 // Overwritten whole: only grown, never cleared.
-                grow(m, products * o * tiles);
+                m.grow(products * o * tiles);
                 let m = &mut m[..products * o * tiles];
                 // (The space-to-depth transform pairs two input channels: an even count.)
                 let paired = algorithm == Algorithm::Conv3x3 || c.is_multiple_of(2);
                 if let (Some(kernel), true) = (pairs, paired) {
                     // The transform writes the pairs the products read.
                     let k2 = k.div_ceil(2);
-                    if scratch.len() < products * k2 * tiles {
-                        scratch.resize(products * k2 * tiles, 0);
-                    }
+                    scratch.grow(products * k2 * tiles);
                     let s2d = algorithm == Algorithm::Conv4x4Stride2;
                     let (shape, origin) = ([c, h, w], [top, left]);
                     bf16::winograd_input_pairs(scratch, xi, shape, origin, block, tiles, v, s2d);
@@ -806,7 +804,7 @@ pub(super) fn conv2d(
                     transform_output(m, bias, points, [o, oh, ow], block, dst);
                     return;
                 }
-                grow(v, products * k * tiles);
+                v.grow(products * k * tiles);
                 let v = &mut v[..products * k * tiles];
                 input_transform(algorithm, xi, [c, h, w], [top, left], block, v);
                 for (p, (m, v)) in m

@@ -149,8 +149,8 @@ fn backward(
 /// The sampled convolution's weight as its products read it: rows `[k*k*C, O]` packed in
 /// panels, and in bfloat16 pairs once a product in bfloat16 asks for them.
 struct SampledKernel {
-    panels: Vec<f32>,
-    pairs: std::sync::OnceLock<Vec<u32>>,
+    panels: crate::simd::Aligned<f32>,
+    pairs: std::sync::OnceLock<crate::simd::Aligned<u32>>,
 }
 
 impl SampledKernel {
@@ -183,7 +183,7 @@ fn sampled_conv_forward(
             rows: row,
             out_channels: o,
         };
-        let bytes = |k: &SampledKernel| 4 * (k.panels.len() + k.pairs.get().map_or(0, Vec::len));
+        let bytes = |k: &SampledKernel| 4 * (k.panels.len() + k.pairs.get().map_or(0, |p| p.len()));
         cache::prepared(weight, purpose, bytes, |_| {
             SampledKernel::new(weight, o, &g)
         })
@@ -193,8 +193,7 @@ fn sampled_conv_forward(
     let pairs = (constant && bf16).then(|| {
         kernel
             .pairs
-            .get_or_init(|| bf16::pack_pairs(&kernel.panels, row, panel::LANES))
-            .as_slice()
+            .get_or_init(|| bf16::pack_pairs(&kernel.panels, row, panel::LANES)) as &[u32]
     });
     let mut out = Vec::with_capacity(b * g.cells() * o);
     for (src_cl, flow_i) in items(&g, &src, &fl, b) {
