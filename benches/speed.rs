@@ -359,6 +359,8 @@ fn main() {
         "\nConvolutions of the DeepFashion generator:\n\n{}",
         conv_table(quick)
     );
+    // The shared host's speed drifts over minutes: its state at both ends of the run.
+    println!("\nGEMM peak again, at the end: {:.0} GFLOP/s", gemm_peak());
 }
 
 /// DeepFashion generator layers: Burn's convolution against `gfla_ops::conv`, forward and
