@@ -623,6 +623,27 @@ mod avx512 {
         }
     }
 
+    /// The 16 lanes of `keep` of `low` and `high` (two channels' values), rounded to bfloat16
+    /// and stored as pairs at `dst`, the low half of each 32-bit lane `low`'s.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, BW and BF16 (its callers enable them); `dst` holds the kept lanes.
+    #[inline(always)]
+    unsafe fn store_pairs(dst: *mut u32, keep: __mmask16, low: __m512, high: __m512) {
+        // SAFETY: the caller's CPU and destination.
+        unsafe {
+            // `cvtne2ps` puts its second operand in lanes 0-15 of its result, its first in
+            // 16-31: word 2 l of a pair from lane l, word 2 l + 1 from lane 16 + l.
+            let interleave = _mm512_set_epi16(
+                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
+                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
+            );
+            let both = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low));
+            let pairs = _mm512_permutexvar_epi16(interleave, both);
+            _mm512_mask_storeu_epi32(dst as *mut i32, keep, pairs);
+        }
+    }
+
     /// # Safety
     /// AVX-512F, BW, VL and BF16, and the sizes [`super::winograd_input_pairs`] checks.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
@@ -645,12 +666,6 @@ mod avx512 {
             let half = (tile_rows + 1) * tw;
             let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
             let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-            // Low halves of the 32-bit lanes from the second operand of `cvtne2ps` (lanes 0-15 of
-            // its result), high halves from the first (16-31).
-            let interleave = _mm512_set_epi16(
-                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
-                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
-            );
             let (src, e) = (x.as_ptr(), scratch.as_mut_ptr());
             for cp in 0..k2 {
                 for q in 0..2 {
@@ -721,17 +736,9 @@ mod avx512 {
                             ]
                         });
                         for (i, (low, high)) in low.into_iter().zip(high).enumerate() {
-                            let both = std::mem::transmute::<__m512bh, __m512i>(
-                                _mm512_cvtne2ps_pbh(high, low),
-                            );
-                            let pairs = _mm512_permutexvar_epi16(interleave, both);
                             let at = ((i * 4 + j) * k2 + cp) * stride + t;
                             // SAFETY: point i * 4 + j, pair cp, tiles t.. (masked to `nt`) of `v`.
-                            _mm512_mask_storeu_epi32(
-                                v.as_mut_ptr().add(at) as *mut i32,
-                                keep,
-                                pairs,
-                            );
+                            store_pairs(v.as_mut_ptr().add(at), keep, low, high);
                         }
                     }
                 }
@@ -762,10 +769,6 @@ mod avx512 {
             let half = (tile_rows + 1) * tw;
             let plane = |q: usize, b: usize| (q * 2 + b) * 6 * half;
             let pick: [__m512i; 4] = std::array::from_fn(|o| fourth(o as i32));
-            let interleave = _mm512_set_epi16(
-                31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5,
-                20, 4, 19, 3, 18, 2, 17, 1, 16, 0,
-            );
             let (src, e) = (x.as_ptr(), scratch.as_mut_ptr());
             for cq in 0..c / 2 {
                 for a in 0..2 {
@@ -819,16 +822,8 @@ mod avx512 {
                                     [_mm512_sub_ps(r0, r1), r1, _mm512_sub_ps(r2, r1)]
                                 });
                                 for (i, (low, high)) in low.into_iter().zip(high).enumerate() {
-                                    let both = std::mem::transmute::<__m512bh, __m512i>(
-                                        _mm512_cvtne2ps_pbh(high, low),
-                                    );
-                                    let pairs = _mm512_permutexvar_epi16(interleave, both);
                                     let at = ((i * 3 + j) * k2 + cp) * stride + t;
-                                    _mm512_mask_storeu_epi32(
-                                        v.as_mut_ptr().add(at) as *mut i32,
-                                        keep,
-                                        pairs,
-                                    );
+                                    store_pairs(v.as_mut_ptr().add(at), keep, low, high);
                                 }
                             }
                         }
