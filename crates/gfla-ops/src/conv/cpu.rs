@@ -1470,24 +1470,11 @@ mod tests {
                 winograd,
             );
         }
-        for (input, oc, kernel, stride, crop, output) in [
-            ([1, 8, 3, 3], 20, [3, 3], [2, 2], [1, 1], [5, 5]),
-            ([1, 8, 2, 3], 18, [5, 3], [3, 2], [2, 0], [5, 7]),
-            ([1, 7, 4, 4], 33, [4, 4], [2, 2], [1, 1], [8, 8]),
-            ([2, 8, 5, 6], 16, [3, 3], [1, 1], [1, 1], [5, 6]),
-        ] {
-            let g = TransposedGeometry {
-                input,
-                out_channels: oc,
-                kernel,
-                stride,
-                crop,
-                output,
-            };
-            let [n, c, h, w] = input;
-            let x = lcg(n * c * h * w, 4);
-            let wt = lcg(c * oc * kernel[0] * kernel[1], 5);
-            let b = lcg(oc, 6);
+        for g in transposed_cases()
+            .into_iter()
+            .filter(|g| g.out_channels > DIRECT)
+        {
+            let (oc, [x, wt, b]) = (g.out_channels, transposed_data(&g));
             let prepared = prepare_transposed(&wt, &g, false);
             let winograd = matches!(prepared, TransposedKernel::Winograd(_));
             check_bf16(
@@ -1500,11 +1487,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn transposed_matches_naive() {
-        // PyTorch's output size, (in - 1) * stride + kernel + output_padding - 2 * padding,
-        // then outputs cut shorter and extended (the gradient of an asymmetric padding).
-        for (input, oc, kernel, stride, crop, output) in [
+    /// PyTorch's output size, (in - 1) * stride + kernel + output_padding - 2 * padding, then
+    /// outputs cut shorter and extended (the gradient of an asymmetric padding).
+    fn transposed_cases() -> Vec<TransposedGeometry> {
+        [
             ([2, 3, 5, 4], 4, [3, 3], [2, 2], [1, 1], [10, 8]),
             ([1, 5, 4, 6], 3, [4, 4], [2, 2], [1, 1], [8, 12]),
             ([1, 2, 3, 3], 2, [3, 3], [1, 1], [1, 1], [3, 3]),
@@ -1512,6 +1498,7 @@ mod tests {
             ([1, 2, 3, 4], 3, [1, 1], [2, 2], [0, 0], [6, 8]),
             ([1, 2, 4, 4], 3, [3, 3], [2, 2], [1, 0], [6, 10]),
             ([1, 8, 1, 3], 40, [3, 3], [2, 2], [1, 1], [2, 6]),
+            ([1, 7, 4, 4], 33, [4, 4], [2, 2], [1, 1], [8, 8]),
             ([1, 9, 4, 19], 18, [3, 3], [2, 2], [1, 1], [8, 38]),
             // Matrix products whose row parity has two column phases (an odd width, rows at
             // stride 3) or three (the general interleaving).
@@ -1521,19 +1508,30 @@ mod tests {
             // Winograd's: stride 1, 3 x 3, symmetric and uneven crops.
             ([2, 8, 5, 6], 16, [3, 3], [1, 1], [1, 1], [5, 6]),
             ([1, 9, 5, 6], 17, [3, 3], [1, 1], [0, 2], [7, 4]),
-        ] {
-            let g = TransposedGeometry {
+        ]
+        .map(
+            |(input, out_channels, kernel, stride, crop, output)| TransposedGeometry {
                 input,
-                out_channels: oc,
+                out_channels,
                 kernel,
                 stride,
                 crop,
                 output,
-            };
-            let [n, c, h, w] = input;
-            let x = lcg(n * c * h * w, 4);
-            let wt = lcg(c * oc * kernel[0] * kernel[1], 5);
-            let b = lcg(oc, 6);
+            },
+        )
+        .to_vec()
+    }
+
+    /// Input, weight and bias of a transposed case.
+    fn transposed_data(g: &TransposedGeometry) -> [Vec<f32>; 3] {
+        let ([n, c, h, w], oc, [kh, kw]) = (g.input, g.out_channels, g.kernel);
+        [lcg(n * c * h * w, 4), lcg(c * oc * kh * kw, 5), lcg(oc, 6)]
+    }
+
+    #[test]
+    fn transposed_matches_naive() {
+        for g in transposed_cases() {
+            let [x, wt, b] = transposed_data(&g);
             close(
                 &conv_transpose2d(&x, &wt, Some(&b), &g),
                 &naive_transposed(&x, &wt, &b, &g),
